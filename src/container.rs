@@ -1,0 +1,433 @@
+//! The `.ipc` container: fixed header, entropy-coded payload, checksum (spec/bitstream.md).
+
+use crate::error::{Error, FormatError};
+use crate::pack::PackId;
+
+/// File signature (spec/bitstream.md §2). The high first byte catches 7-bit transfers, as PNG's does.
+pub const MAGIC: [u8; 4] = [0x89, b'I', b'P', b'C'];
+/// The only format version this decoder reads (spec/bitstream.md §2).
+pub const FORMAT_VERSION: u8 = 1;
+/// Bytes before the payload (spec/bitstream.md §3).
+pub const HEADER_LEN: usize = 50;
+/// Bytes after the payload: the CRC-32 (spec/bitstream.md §6).
+pub const TRAILER_LEN: usize = 4;
+
+/// What the file holds (spec/bitstream.md §3, field `modality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modality {
+    /// A still image.
+    Image,
+    /// A sampled audio signal.
+    Audio,
+}
+
+impl Modality {
+    fn code(self) -> u8 {
+        match self {
+            Modality::Image => 1,
+            Modality::Audio => 2,
+        }
+    }
+
+    /// The name used in pack configurations and in `ipc-codec info`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Modality::Image => "image",
+            Modality::Audio => "audio",
+        }
+    }
+}
+
+/// Signal geometry (spec/bitstream.md §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Geometry {
+    /// Image geometry.
+    Image {
+        /// Width in pixels, at least 1.
+        width: u32,
+        /// Height in pixels, at least 1.
+        height: u32,
+        /// 1 (grey) or 3 (RGB).
+        channels: u8,
+        /// Bits per decoded sample: 8 or 16.
+        bit_depth: u8,
+    },
+    /// Audio geometry.
+    Audio {
+        /// Samples per second, at least 1.
+        sample_rate: u32,
+        /// Samples in each channel, at least 1.
+        frames: u32,
+        /// Channels, 1 to 255, coded one after another.
+        channels: u8,
+        /// Bits per decoded sample: 16.
+        bit_depth: u8,
+    },
+}
+
+impl Geometry {
+    /// The modality this geometry belongs to.
+    pub fn modality(&self) -> Modality {
+        match self {
+            Geometry::Image { .. } => Modality::Image,
+            Geometry::Audio { .. } => Modality::Audio,
+        }
+    }
+
+    /// Decoded samples over all channels: pixels x channels, or frames x channels.
+    pub fn sample_count(&self) -> u64 {
+        match *self {
+            Geometry::Image {
+                width,
+                height,
+                channels,
+                ..
+            } => u64::from(width) * u64::from(height) * u64::from(channels),
+            Geometry::Audio {
+                frames, channels, ..
+            } => u64::from(frames) * u64::from(channels),
+        }
+    }
+}
+
+/// The parsed, syntactically valid fixed header of an `.ipc` file (spec/bitstream.md §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The model pack the file must be decoded with.
+    pub pack_id: PackId,
+    /// Signal geometry; also gives the modality.
+    pub geometry: Geometry,
+    /// Tile width in samples (audio: chunk length).
+    pub tile_width: u16,
+    /// Tile height in samples (audio: 1).
+    pub tile_height: u16,
+    /// Quantisation step of V as an unsigned Q16.16 number, never zero.
+    pub step_q16: u32,
+    /// Index of the pack's quality level whose entropy tables code the payload.
+    pub quality_level: u8,
+    /// Length of the entropy-coded payload in bytes.
+    pub payload_len: u32,
+}
+
+impl Header {
+    /// The quantisation step as a float: `step_q16 / 65536` (spec/bitstream.md §3.4).
+    pub fn step(&self) -> f32 {
+        (f64::from(self.step_q16) / 65536.0) as f32
+    }
+
+    /// Tiles along x and y (audio: chunks per channel and channels) (spec/bitstream.md §4).
+    pub fn tile_grid(&self) -> (u64, u64) {
+        let tw = u64::from(self.tile_width);
+        let th = u64::from(self.tile_height);
+        match self.geometry {
+            Geometry::Image { width, height, .. } => (
+                u64::from(width).div_ceil(tw),
+                u64::from(height).div_ceil(th),
+            ),
+            Geometry::Audio {
+                frames, channels, ..
+            } => (u64::from(frames).div_ceil(tw), u64::from(channels)),
+        }
+    }
+
+    /// Total number of tiles, each carrying one V (spec/bitstream.md §4).
+    pub fn tile_count(&self) -> u64 {
+        let (nx, ny) = self.tile_grid();
+        nx * ny
+    }
+
+    /// Total file length implied by the header.
+    pub fn file_len(&self) -> u64 {
+        (HEADER_LEN + TRAILER_LEN) as u64 + u64::from(self.payload_len)
+    }
+
+    /// Serialises the header (spec/bitstream.md §3).
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..4].copy_from_slice(&MAGIC);
+        b[4] = FORMAT_VERSION;
+        b[5] = self.geometry.modality().code();
+        // b[6..8]: flags, zero in version 1.
+        b[8..24].copy_from_slice(self.pack_id.as_bytes());
+        let (a, c, ch, bd) = match self.geometry {
+            Geometry::Image {
+                width,
+                height,
+                channels,
+                bit_depth,
+            } => (width, height, channels, bit_depth),
+            Geometry::Audio {
+                sample_rate,
+                frames,
+                channels,
+                bit_depth,
+            } => (sample_rate, frames, channels, bit_depth),
+        };
+        b[24..28].copy_from_slice(&a.to_le_bytes());
+        b[28..32].copy_from_slice(&c.to_le_bytes());
+        b[32] = ch;
+        b[33] = bd;
+        // b[34..36]: reserved, zero.
+        b[36..38].copy_from_slice(&self.tile_width.to_le_bytes());
+        b[38..40].copy_from_slice(&self.tile_height.to_le_bytes());
+        b[40..44].copy_from_slice(&self.step_q16.to_le_bytes());
+        b[44] = self.quality_level;
+        // b[45]: reserved, zero.
+        b[46..50].copy_from_slice(&self.payload_len.to_le_bytes());
+        b
+    }
+
+    /// Parses and validates the fixed header from the first [`HEADER_LEN`] bytes
+    /// (spec/bitstream.md §3 and §5). Does not look at the payload or checksum.
+    pub fn parse(b: &[u8]) -> Result<Header, Error> {
+        // §5.1: the signature is checked on whatever prefix is present, so that a
+        // short non-.ipc file is reported as such rather than as truncated.
+        let sig = b.len().min(4);
+        if b[..sig] != MAGIC[..sig] {
+            return Err(FormatError::BadMagic.into());
+        }
+        if b.len() < 5 {
+            return Err(truncated(HEADER_LEN, b.len()));
+        }
+        // §5.2: the version is checked before the rest, whose layout it governs.
+        if b[4] != FORMAT_VERSION {
+            return Err(Error::Unsupported(format!(
+                "format version {} (this decoder reads version {FORMAT_VERSION})",
+                b[4]
+            )));
+        }
+        if b.len() < HEADER_LEN {
+            return Err(truncated(HEADER_LEN, b.len()));
+        }
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let field = |field: &'static str, value: u64| -> Error {
+            FormatError::Field { field, value }.into()
+        };
+
+        let modality = match b[5] {
+            1 => Modality::Image,
+            2 => Modality::Audio,
+            v => return Err(field("modality", v.into())),
+        };
+        let flags = u16_at(6);
+        if flags != 0 {
+            return Err(Error::Unsupported(format!(
+                "header flags {flags:#06x} are set (reserved in version 1)"
+            )));
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&b[8..24]);
+        let pack_id = PackId::from_bytes(id);
+
+        let (a, c, channels, bit_depth) = (u32_at(24), u32_at(28), b[32], b[33]);
+        if u16_at(34) != 0 {
+            return Err(Error::Unsupported("reserved geometry bytes are set".into()));
+        }
+        let geometry = match modality {
+            Modality::Image => {
+                if a == 0 {
+                    return Err(field("width", 0));
+                }
+                if c == 0 {
+                    return Err(field("height", 0));
+                }
+                match channels {
+                    1 | 3 => {}
+                    2 | 4 => {
+                        return Err(Error::Unsupported(format!(
+                            "{channels}-channel images (alpha) are not coded by format version 1"
+                        )))
+                    }
+                    v => return Err(field("channels", v.into())),
+                }
+                match bit_depth {
+                    8 | 16 => {}
+                    v => return Err(field("bit_depth", v.into())),
+                }
+                Geometry::Image {
+                    width: a,
+                    height: c,
+                    channels,
+                    bit_depth,
+                }
+            }
+            Modality::Audio => {
+                if a == 0 {
+                    return Err(field("sample_rate", 0));
+                }
+                if c == 0 {
+                    return Err(field("frames", 0));
+                }
+                if channels == 0 {
+                    return Err(field("channels", 0));
+                }
+                if bit_depth != 16 {
+                    return Err(field("bit_depth", bit_depth.into()));
+                }
+                Geometry::Audio {
+                    sample_rate: a,
+                    frames: c,
+                    channels,
+                    bit_depth,
+                }
+            }
+        };
+
+        let tile_width = u16_at(36);
+        let tile_height = u16_at(38);
+        if tile_width == 0 {
+            return Err(field("tile_width", 0));
+        }
+        if tile_height == 0 || (modality == Modality::Audio && tile_height != 1) {
+            return Err(field("tile_height", tile_height.into()));
+        }
+        let step_q16 = u32_at(40);
+        if step_q16 == 0 {
+            return Err(field("step", 0));
+        }
+        let quality_level = b[44];
+        if b[45] != 0 {
+            return Err(Error::Unsupported("reserved byte 45 is set".into()));
+        }
+        let payload_len = u32_at(46);
+        if payload_len % 4 != 0 {
+            return Err(FormatError::PayloadAlignment(payload_len.into()).into());
+        }
+        Ok(Header {
+            pack_id,
+            geometry,
+            tile_width,
+            tile_height,
+            step_q16,
+            quality_level,
+            payload_len,
+        })
+    }
+}
+
+fn truncated(needed: usize, available: usize) -> Error {
+    FormatError::Truncated {
+        needed: needed as u64,
+        available: available as u64,
+    }
+    .into()
+}
+
+/// A whole `.ipc` file split into its parts, with its checksum verified.
+#[derive(Debug, Clone)]
+pub struct Container<'a> {
+    /// The parsed header.
+    pub header: Header,
+    /// The entropy-coded payload.
+    pub payload: &'a [u8],
+}
+
+impl<'a> Container<'a> {
+    /// Splits and verifies a complete file held in memory (spec/bitstream.md §5):
+    /// signature, version, length, checksum, then header fields.
+    pub fn parse(bytes: &'a [u8]) -> Result<Container<'a>, Error> {
+        let header = Header::parse(bytes)?;
+        let total = header.file_len();
+        let available = bytes.len() as u64;
+        if available < total {
+            return Err(FormatError::Truncated {
+                needed: total,
+                available,
+            }
+            .into());
+        }
+        if available > total {
+            return Err(FormatError::TrailingData(available - total).into());
+        }
+        let body_end = bytes.len() - TRAILER_LEN;
+        verify_checksum(&bytes[..body_end], &bytes[body_end..])?;
+        Ok(Container {
+            header,
+            payload: &bytes[HEADER_LEN..body_end],
+        })
+    }
+}
+
+/// Checks the CRC-32 (ISO-HDLC, as in zlib and PNG) of `body` against the stored
+/// little-endian trailer (spec/bitstream.md §6).
+pub(crate) fn verify_checksum(body: &[u8], trailer: &[u8]) -> Result<(), FormatError> {
+    let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(FormatError::Checksum { stored, computed });
+    }
+    Ok(())
+}
+
+/// Assembles a complete file from a header and payload, filling in the payload
+/// length and checksum (spec/bitstream.md §3, §6).
+pub fn write_file(header: &Header, payload: &[u8]) -> Result<Vec<u8>, Error> {
+    let payload_len = u32::try_from(payload.len()).map_err(|_| Error::LimitExceeded {
+        what: "payload bytes",
+        value: payload.len() as u64,
+        limit: u32::MAX.into(),
+    })?;
+    let header = Header {
+        payload_len,
+        ..header.clone()
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
+    out.extend_from_slice(&header.to_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_header() -> Header {
+        Header {
+            pack_id: PackId::from_bytes([7; 16]),
+            geometry: Geometry::Image {
+                width: 33,
+                height: 17,
+                channels: 3,
+                bit_depth: 8,
+            },
+            tile_width: 16,
+            tile_height: 16,
+            step_q16: 1 << 14,
+            quality_level: 2,
+            payload_len: 8,
+        }
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let h = sample_header();
+        assert_eq!(Header::parse(&h.to_bytes()).unwrap(), h);
+        assert_eq!(h.tile_grid(), (3, 2));
+    }
+
+    #[test]
+    fn every_prefix_of_a_file_is_rejected_without_panic() {
+        let file = write_file(&sample_header(), &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        assert!(Container::parse(&file).is_ok());
+        for n in 0..file.len() {
+            let err = Container::parse(&file[..n]).unwrap_err();
+            assert_eq!(err.code(), "truncated", "prefix of {n} bytes: {err}");
+        }
+    }
+
+    #[test]
+    fn any_flipped_bit_is_detected() {
+        let file = write_file(&sample_header(), &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        for i in 0..file.len() * 8 {
+            let mut damaged = file.clone();
+            damaged[i / 8] ^= 1 << (i % 8);
+            assert!(
+                Container::parse(&damaged).is_err(),
+                "bit {i} flip undetected"
+            );
+        }
+    }
+}

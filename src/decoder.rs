@@ -1,0 +1,421 @@
+//! The decoding process (spec/bitstream.md §5–§8): parse and validate, check the pack,
+//! entropy-decode V, dequantise, synthesise every tile, reassemble and quantise samples.
+
+use std::io::Read;
+
+use crate::container::{Container, Geometry, Header, HEADER_LEN};
+use crate::error::{Error, FormatError};
+use crate::pack::ModelPack;
+use crate::synthesis::TileSynthesizer;
+
+/// Resource limits for untrusted input. Checked against the header before any
+/// allocation that depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest image, in pixels (width x height). Default 2^28 (268 M).
+    pub max_pixels: u64,
+    /// Largest audio signal, in samples over all channels. Default 2^30.
+    pub max_samples: u64,
+    /// Largest entropy-coded payload, in bytes. Default 256 MiB.
+    pub max_payload_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pixels: 1 << 28,
+            max_samples: 1 << 30,
+            max_payload_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Options of [`Decoder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeOptions {
+    /// Resource limits.
+    pub limits: Limits,
+    /// Threads for synthesis; 0 uses every core.
+    pub threads: usize,
+}
+
+/// A decoded image: samples row-major, channels interleaved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedImage {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// 1 (grey) or 3 (RGB).
+    pub channels: u8,
+    /// The samples, 8- or 16-bit as the file says.
+    pub pixels: ImagePixels,
+}
+
+/// Sample storage of a [`DecodedImage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImagePixels {
+    /// 8-bit samples.
+    U8(Vec<u8>),
+    /// 16-bit samples.
+    U16(Vec<u16>),
+}
+
+/// Decoded audio: 16-bit PCM, channels interleaved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedAudio {
+    /// Samples per second.
+    pub sample_rate: u32,
+    /// Channels.
+    pub channels: u8,
+    /// `frames x channels` samples, interleaved.
+    pub samples: Vec<i16>,
+}
+
+/// What a file decodes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// An image.
+    Image(DecodedImage),
+    /// Audio.
+    Audio(DecodedAudio),
+}
+
+/// Decodes `.ipc` files made with one model pack. Creating it computes the pack's
+/// instance-independent synthesis state once; decoding many files reuses it.
+///
+/// ```
+/// use ipc_codec::{pack::synthetic::SyntheticPack, Decoded, Decoder, ModelPack};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A real program reads a trained pack file with `ModelPack::from_pack_file`.
+/// let pack = ModelPack::from_pack_file(&SyntheticPack::small_image().build().to_pack_file()?)?;
+/// let decoder = Decoder::new(&pack);
+/// # let file = ipc_codec::encode_quantised(&pack, ipc_codec::Geometry::Image {
+/// #     width: 20, height: 10, channels: 3, bit_depth: 8 }, 1, None, &vec![0; 6 * 4 * 16])?;
+/// match decoder.decode(&file)? {
+///     Decoded::Image(img) => println!("{}x{} image", img.width, img.height),
+///     Decoded::Audio(a) => println!("{} samples at {} Hz", a.samples.len(), a.sample_rate),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Decoder<'p> {
+    pack: &'p ModelPack,
+    synth: TileSynthesizer<'p>,
+    options: DecodeOptions,
+}
+
+impl<'p> Decoder<'p> {
+    /// A decoder with default options.
+    pub fn new(pack: &'p ModelPack) -> Decoder<'p> {
+        Self::with_options(pack, DecodeOptions::default())
+    }
+
+    /// A decoder with the given options.
+    pub fn with_options(pack: &'p ModelPack, options: DecodeOptions) -> Decoder<'p> {
+        Decoder {
+            pack,
+            synth: TileSynthesizer::new(pack),
+            options,
+        }
+    }
+
+    /// The pack this decoder uses.
+    pub fn pack(&self) -> &'p ModelPack {
+        self.pack
+    }
+
+    /// Decodes a complete file held in memory.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Decoded, Error> {
+        let (header, v) = self.decode_v_checked(bytes)?;
+        self.synthesise(&header, &v)
+    }
+
+    /// Decodes a file from a reader, reading no more than the header declares (plus one
+    /// byte to detect trailing data) and checking limits before allocating.
+    pub fn decode_reader(&self, mut reader: impl Read) -> Result<Decoded, Error> {
+        let bytes = read_ipc(&mut reader, &self.options.limits)?;
+        self.decode(&bytes)
+    }
+
+    /// Decodes an 8-bit image into a caller's buffer of exactly
+    /// `width * height * channels` bytes (see [`Header::parse`] to learn the size first).
+    pub fn decode_image_into(&self, bytes: &[u8], buf: &mut [u8]) -> Result<Header, Error> {
+        let (header, v) = self.decode_v_checked(bytes)?;
+        let Geometry::Image {
+            width,
+            height,
+            channels,
+            bit_depth: 8,
+        } = header.geometry
+        else {
+            return Err(Error::Unsupported(
+                "decode_image_into takes 8-bit images; use decode".into(),
+            ));
+        };
+        let needed = width as usize * height as usize * usize::from(channels);
+        if buf.len() != needed {
+            return Err(Error::Unsupported(format!(
+                "buffer holds {} bytes, the image needs {needed}",
+                buf.len()
+            )));
+        }
+        let tiles = self.render_tiles(&header, &v);
+        reassemble_image(&header, &tiles, |i, x| buf[i] = (x * 255.0).round() as u8);
+        Ok(header)
+    }
+
+    /// Parses, validates and entropy-decodes a file, returning its header and the
+    /// quantised V of every tile (tile after tile, each `rank x width` row-major).
+    /// Conformance tests compare this exactly (codec-tests/README.md).
+    pub fn decode_quantised(&self, bytes: &[u8]) -> Result<(Header, Vec<i32>), Error> {
+        self.decode_v_checked(bytes)
+    }
+
+    fn decode_v_checked(&self, bytes: &[u8]) -> Result<(Header, Vec<i32>), Error> {
+        let container = Container::parse(bytes)?;
+        let header = container.header;
+        check_limits(&header, &self.options.limits)?;
+        check_pack(&header, self.pack)?;
+        let model = self
+            .pack
+            .v_model(usize::from(header.quality_level))
+            .expect("check_pack verified the level");
+        // Bounded: tiles follow from geometry within limits, and a tile has at least
+        // one sample while V has at most 65536 elements.
+        let count = header.tile_count() as usize * model.elements_per_tile();
+        let v = model
+            .decode(container.payload, count)
+            .map_err(FormatError::Payload)?;
+        Ok((header, v))
+    }
+
+    fn render_tiles(&self, header: &Header, q: &[i32]) -> Vec<f32> {
+        let step = header.step();
+        let v: Vec<f32> = q.iter().map(|&x| x as f32 * step).collect();
+        let mut out = vec![0f32; header.tile_count() as usize * self.synth.outputs_per_tile()];
+        self.synth.render(&v, &mut out, self.options.threads);
+        out
+    }
+
+    fn synthesise(&self, header: &Header, q: &[i32]) -> Result<Decoded, Error> {
+        let tiles = self.render_tiles(header, q);
+        Ok(match header.geometry {
+            Geometry::Image {
+                width,
+                height,
+                channels,
+                bit_depth,
+            } => {
+                let n = width as usize * height as usize * usize::from(channels);
+                let pixels = if bit_depth == 8 {
+                    let mut px = vec![0u8; n];
+                    reassemble_image(header, &tiles, |i, x| px[i] = (x * 255.0).round() as u8);
+                    ImagePixels::U8(px)
+                } else {
+                    let mut px = vec![0u16; n];
+                    reassemble_image(header, &tiles, |i, x| px[i] = (x * 65535.0).round() as u16);
+                    ImagePixels::U16(px)
+                };
+                Decoded::Image(DecodedImage {
+                    width,
+                    height,
+                    channels,
+                    pixels,
+                })
+            }
+            Geometry::Audio {
+                sample_rate,
+                frames,
+                channels,
+                ..
+            } => {
+                let frames = frames as usize;
+                let chans = usize::from(channels);
+                let chunk = usize::from(header.tile_width);
+                let per_channel = frames.div_ceil(chunk) * chunk;
+                let mut samples = vec![0i16; frames * chans];
+                // §8.3: tiles are channel after channel; each channel's chunks concatenate.
+                for (c, channel) in tiles.chunks_exact(per_channel).enumerate() {
+                    for (f, &x) in channel[..frames].iter().enumerate() {
+                        samples[f * chans + c] = (x.clamp(-1.0, 1.0) * 32767.0).round() as i16;
+                    }
+                }
+                Decoded::Audio(DecodedAudio {
+                    sample_rate,
+                    channels,
+                    samples,
+                })
+            }
+        })
+    }
+}
+
+/// Places every tile's samples into the image, cropping the padding, and hands each
+/// output sample (clamped to [0, 1]) with its index to `put` (spec/bitstream.md §8.2).
+/// Grey images take the mean of the three network outputs.
+fn reassemble_image(header: &Header, tiles: &[f32], mut put: impl FnMut(usize, f32)) {
+    let Geometry::Image {
+        width,
+        height,
+        channels,
+        ..
+    } = header.geometry
+    else {
+        unreachable!("image geometry");
+    };
+    let (w, h, ch) = (width as usize, height as usize, usize::from(channels));
+    let (tw, th) = (
+        usize::from(header.tile_width),
+        usize::from(header.tile_height),
+    );
+    let tiles_x = w.div_ceil(tw);
+    for y in 0..h {
+        for x in 0..w {
+            let tile = (y / th) * tiles_x + x / tw;
+            let s = tile * tw * th + (y % th) * tw + x % tw;
+            let rgb = &tiles[s * 3..s * 3 + 3];
+            let base = (y * w + x) * ch;
+            if ch == 3 {
+                for c in 0..3 {
+                    put(base + c, rgb[c].clamp(0.0, 1.0));
+                }
+            } else {
+                put(base, ((rgb[0] + rgb[1] + rgb[2]) / 3.0).clamp(0.0, 1.0));
+            }
+        }
+    }
+}
+
+/// Checks the header against the decoder's limits (before any allocation it implies).
+pub(crate) fn check_limits(header: &Header, limits: &Limits) -> Result<(), Error> {
+    let exceeded = |what, value, limit| Error::LimitExceeded { what, value, limit };
+    if u64::from(header.payload_len) > limits.max_payload_bytes {
+        return Err(exceeded(
+            "payload size",
+            header.payload_len.into(),
+            limits.max_payload_bytes,
+        ));
+    }
+    match header.geometry {
+        Geometry::Image { width, height, .. } => {
+            let pixels = u64::from(width) * u64::from(height);
+            if pixels > limits.max_pixels {
+                return Err(exceeded("image size in pixels", pixels, limits.max_pixels));
+            }
+        }
+        Geometry::Audio { .. } => {
+            let samples = header.geometry.sample_count();
+            if samples > limits.max_samples {
+                return Err(exceeded(
+                    "audio length in samples",
+                    samples,
+                    limits.max_samples,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the file was made for this pack and fits it (spec/bitstream.md §5.4).
+pub(crate) fn check_pack(header: &Header, pack: &ModelPack) -> Result<(), Error> {
+    if header.pack_id != pack.id() {
+        return Err(Error::WrongPack {
+            needed: header.pack_id,
+            supplied: pack.id(),
+        });
+    }
+    let cfg = pack.config();
+    let mismatch = |reason: String| Error::PackMismatch {
+        pack: pack.id(),
+        reason,
+    };
+    let modality = cfg.modality()?;
+    if header.geometry.modality() != modality {
+        return Err(mismatch(format!(
+            "file holds {}, pack is for {}",
+            header.geometry.modality().name(),
+            modality.name()
+        )));
+    }
+    if usize::from(header.tile_width) != cfg.tile_width
+        || usize::from(header.tile_height) != cfg.tile_height
+    {
+        return Err(mismatch(format!(
+            "tile {}x{} differs from the pack's {}x{}",
+            header.tile_width, header.tile_height, cfg.tile_width, cfg.tile_height
+        )));
+    }
+    if usize::from(header.quality_level) >= cfg.quality_levels.len() {
+        return Err(mismatch(format!(
+            "quality level {} but the pack has {}",
+            header.quality_level,
+            cfg.quality_levels.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads one `.ipc` file from a stream: the header first, then exactly the declared
+/// payload and checksum after checking the payload limit, then verifies that the
+/// stream ends there. The checksum is left to [`Decoder::decode`].
+pub fn read_ipc(reader: &mut impl Read, limits: &Limits) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN);
+    reader
+        .by_ref()
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut bytes)?;
+    let header = Header::parse(&bytes)?;
+    if u64::from(header.payload_len) > limits.max_payload_bytes {
+        return Err(Error::LimitExceeded {
+            what: "payload size",
+            value: header.payload_len.into(),
+            limit: limits.max_payload_bytes,
+        });
+    }
+    let total = header.file_len();
+    reader
+        .by_ref()
+        .take(total - HEADER_LEN as u64)
+        .read_to_end(&mut bytes)?;
+    if (bytes.len() as u64) < total {
+        return Err(FormatError::Truncated {
+            needed: total,
+            available: bytes.len() as u64,
+        }
+        .into());
+    }
+    let mut extra = [0u8; 1];
+    if reader.read(&mut extra)? > 0 {
+        // Count what is left, without keeping it, to report how much trails.
+        let rest = std::io::copy(reader, &mut std::io::sink())?;
+        return Err(FormatError::TrailingData(rest + 1).into());
+    }
+    Ok(bytes)
+}
+
+#[cfg(feature = "image")]
+impl DecodedImage {
+    /// Converts into an `image` crate buffer.
+    pub fn into_dynamic_image(self) -> image::DynamicImage {
+        use image::{DynamicImage, ImageBuffer};
+        let (w, h) = (self.width, self.height);
+        let bad = "buffer length matches geometry by construction";
+        match (self.channels, self.pixels) {
+            (1, ImagePixels::U8(p)) => {
+                DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, p).expect(bad))
+            }
+            (1, ImagePixels::U16(p)) => {
+                DynamicImage::ImageLuma16(ImageBuffer::from_raw(w, h, p).expect(bad))
+            }
+            (_, ImagePixels::U8(p)) => {
+                DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, p).expect(bad))
+            }
+            (_, ImagePixels::U16(p)) => {
+                DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, p).expect(bad))
+            }
+        }
+    }
+}

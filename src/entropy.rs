@@ -1,0 +1,424 @@
+//! Entropy coding of the quantised V (spec/bitstream.md §7, spec/range-coding.md).
+//!
+//! Every probability the range coder sees is derived from integer frequency tables
+//! stored in the model pack, by [`fixed_point_probabilities`], the one function that
+//! encoder and decoder share. Symbols outside a table's range go through an escape
+//! code, so any `i32` is encodable.
+
+use constriction::stream::model::{DefaultContiguousCategoricalEntropyModel, DefaultUniformModel};
+use constriction::stream::queue::{DefaultRangeDecoder, DefaultRangeEncoder};
+use constriction::stream::{Decode, Encode};
+
+/// Bits of precision of every fixed-point probability (spec/bitstream.md §7.1).
+pub const PRECISION: u32 = 24;
+/// Largest number of entries (in-range symbols plus the escape) a table may have.
+pub const MAX_TABLE_ENTRIES: usize = 1 << 16;
+/// Escape payload: the bit length of `m` is coded with a uniform model over this many
+/// values (1..=33; spec/bitstream.md §7.3).
+const ESCAPE_LENGTH_SYMBOLS: usize = 33;
+/// Escape payload: raw bits are coded in chunks of at most this many bits.
+const ESCAPE_CHUNK_BITS: u32 = 16;
+
+/// Errors of the entropy-coding layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntropyError {
+    /// A frequency table has fewer than two or more than [`MAX_TABLE_ENTRIES`] entries.
+    #[error("frequency table has {0} entries (allowed 2..=65536)")]
+    TableSize(usize),
+    /// A table's symbol range does not fit in `i32`.
+    #[error("frequency table symbol range overflows i32")]
+    TableRange,
+    /// The range decoder met a state no encoder produces.
+    #[error("range decoder reached an invalid state")]
+    InvalidData,
+    /// An escaped value lies outside `i32`.
+    #[error("escaped value is outside the 32-bit range")]
+    EscapeRange,
+    /// The number of elements is not a whole number of V matrices.
+    #[error("{len} values is not a multiple of the {per_tile} elements of one V")]
+    Shape {
+        /// Values given.
+        len: usize,
+        /// Elements per tile.
+        per_tile: usize,
+    },
+}
+
+/// One frequency table in the integer form the pack stores (spec/model-pack.md §5):
+/// non-negative counts for the symbols `min ..= min + counts.len() - 2`, then the
+/// count of the escape symbol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrequencyTable {
+    /// The smallest in-range value.
+    pub min: i32,
+    /// Counts of the in-range values in increasing order, then the escape count.
+    pub counts: Vec<u32>,
+}
+
+/// Maps integer counts to fixed-point probabilities that sum to exactly `2^PRECISION`,
+/// each at least 1 (spec/bitstream.md §7.1). Pure integer arithmetic, so every
+/// encoder and decoder gets the same probabilities on every machine.
+///
+/// `p_k = 1 + floor(c_k * (2^24 - n) / C)` where `C` is the sum of the counts (all
+/// counts are taken as 1 when `C` is 0); what is left of `2^24` goes to the first
+/// entry with the largest count.
+pub fn fixed_point_probabilities(counts: &[u32]) -> Result<Vec<u32>, EntropyError> {
+    let n = counts.len();
+    if !(2..=MAX_TABLE_ENTRIES).contains(&n) {
+        return Err(EntropyError::TableSize(n));
+    }
+    let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    let (counts_or_ones, total): (Vec<u64>, u64) = if total == 0 {
+        (vec![1; n], n as u64)
+    } else {
+        (counts.iter().map(|&c| u64::from(c)).collect(), total)
+    };
+    let budget = (1u64 << PRECISION) - n as u64;
+    let mut probs: Vec<u32> = counts_or_ones
+        .iter()
+        // c <= 2^32 and budget < 2^24, so the product fits in u64.
+        .map(|&c| (1 + c * budget / total) as u32)
+        .collect();
+    let assigned: u64 = probs.iter().map(|&p| u64::from(p)).sum();
+    let rest = (1u64 << PRECISION) - assigned;
+    let mut argmax = 0;
+    for (k, &c) in counts_or_ones.iter().enumerate() {
+        if c > counts_or_ones[argmax] {
+            argmax = k;
+        }
+    }
+    probs[argmax] += rest as u32;
+    Ok(probs)
+}
+
+/// A coding model for one table: the categorical model over in-range values plus escape.
+#[derive(Debug, Clone)]
+pub struct SymbolModel {
+    min: i32,
+    /// Index of the escape symbol = number of in-range values.
+    escape: usize,
+    model: DefaultContiguousCategoricalEntropyModel,
+}
+
+impl SymbolModel {
+    /// Builds the model of a table (spec/bitstream.md §7.1). Encoder and decoder both call this.
+    pub fn new(table: &FrequencyTable) -> Result<SymbolModel, EntropyError> {
+        let probs = fixed_point_probabilities(&table.counts)?;
+        let escape = table.counts.len() - 1;
+        // The largest in-range value must fit in i32.
+        i32::try_from(i64::from(table.min) + escape as i64 - 1)
+            .map_err(|_| EntropyError::TableRange)?;
+        let model =
+            DefaultContiguousCategoricalEntropyModel::from_nonzero_fixed_point_probabilities(
+                &probs, false,
+            )
+            .map_err(|()| EntropyError::TableSize(probs.len()))?;
+        Ok(SymbolModel {
+            min: table.min,
+            escape,
+            model,
+        })
+    }
+
+    /// The fixed-point probabilities of every entry (in-range values, then escape).
+    pub fn probabilities(&self) -> Vec<u32> {
+        use constriction::stream::model::IterableEntropyModel;
+        self.model.symbol_table().map(|(_, _, p)| p.get()).collect()
+    }
+
+    fn max(&self) -> i64 {
+        i64::from(self.min) + self.escape as i64 - 1
+    }
+}
+
+/// The models that code V at one quality level: a table per context and the context
+/// of each element of V (spec/model-pack.md §5).
+#[derive(Debug, Clone)]
+pub struct VModel {
+    /// Context (table index) of each element of V, row-major `rank x width`.
+    contexts: Vec<u16>,
+    models: Vec<SymbolModel>,
+}
+
+impl VModel {
+    /// Builds the coding models from the pack's tables. `contexts[i]` must index `tables`.
+    pub fn new(contexts: Vec<u16>, tables: &[FrequencyTable]) -> Result<VModel, EntropyError> {
+        let models = tables
+            .iter()
+            .map(SymbolModel::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        debug_assert!(contexts.iter().all(|&c| usize::from(c) < models.len()));
+        Ok(VModel { contexts, models })
+    }
+
+    /// Elements in one V.
+    pub fn elements_per_tile(&self) -> usize {
+        self.contexts.len()
+    }
+
+    /// The coding model of each table, in table order.
+    pub fn symbol_models(&self) -> &[SymbolModel] {
+        &self.models
+    }
+
+    /// Encodes quantised V of any number of tiles, tile after tile, each row-major
+    /// (spec/bitstream.md §7.2). Returns the payload bytes.
+    pub fn encode(&self, values: &[i32]) -> Result<Vec<u8>, EntropyError> {
+        let per_tile = self.contexts.len();
+        if per_tile == 0 || values.len() % per_tile != 0 {
+            return Err(EntropyError::Shape {
+                len: values.len(),
+                per_tile,
+            });
+        }
+        let mut coder = DefaultRangeEncoder::new();
+        for (&v, &ctx) in values.iter().zip(self.contexts.iter().cycle()) {
+            encode_value(&mut coder, &self.models[usize::from(ctx)], v);
+        }
+        let words = coder
+            .into_compressed()
+            .expect("writing to a Vec cannot fail");
+        Ok(words.iter().flat_map(|w| w.to_le_bytes()).collect())
+    }
+
+    /// Decodes `count` values (a multiple of the elements per tile) from a payload.
+    /// The caller bounds `count` before calling: the output is allocated up front.
+    pub fn decode(&self, payload: &[u8], count: usize) -> Result<Vec<i32>, EntropyError> {
+        let per_tile = self.contexts.len();
+        if per_tile == 0 || count % per_tile != 0 {
+            return Err(EntropyError::Shape {
+                len: count,
+                per_tile,
+            });
+        }
+        debug_assert!(payload.len() % 4 == 0);
+        let words: Vec<u32> = payload
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut coder =
+            DefaultRangeDecoder::from_compressed(words).map_err(|_| EntropyError::InvalidData)?;
+        let mut out = Vec::with_capacity(count);
+        for &ctx in self.contexts.iter().cycle().take(count) {
+            out.push(decode_value(&mut coder, &self.models[usize::from(ctx)])?);
+        }
+        Ok(out)
+    }
+}
+
+/// Codes one value: its table entry, or escape + side + length + raw bits (spec/bitstream.md §7.3).
+fn encode_value(coder: &mut DefaultRangeEncoder, model: &SymbolModel, v: i32) {
+    let offset = i64::from(v) - i64::from(model.min);
+    if (0..model.escape as i64).contains(&offset) {
+        coder
+            .encode_symbol(offset as usize, &model.model)
+            .expect("in-range symbol has non-zero probability");
+        return;
+    }
+    coder
+        .encode_symbol(model.escape, &model.model)
+        .expect("escape has non-zero probability");
+    let (side, m) = if offset < 0 {
+        (0usize, (i64::from(model.min) - i64::from(v)) as u64)
+    } else {
+        (1usize, (i64::from(v) - model.max()) as u64)
+    };
+    // m >= 1; its bit length n is 1..=33 since |v - bound| < 2^33.
+    let n = 64 - m.leading_zeros();
+    let uniform = |range: usize| DefaultUniformModel::new(range);
+    coder
+        .encode_symbol(side, uniform(2))
+        .expect("uniform symbol in range");
+    coder
+        .encode_symbol((n - 1) as usize, uniform(ESCAPE_LENGTH_SYMBOLS))
+        .expect("uniform symbol in range");
+    let mut remaining = n - 1;
+    while remaining > 0 {
+        let k = remaining.min(ESCAPE_CHUNK_BITS);
+        remaining -= k;
+        let chunk = ((m >> remaining) & ((1 << k) - 1)) as usize;
+        coder
+            .encode_symbol(chunk, uniform(1 << k))
+            .expect("uniform symbol in range");
+    }
+}
+
+fn decode_value(coder: &mut DefaultRangeDecoder, model: &SymbolModel) -> Result<i32, EntropyError> {
+    let invalid = |_| EntropyError::InvalidData;
+    let s = coder.decode_symbol(&model.model).map_err(invalid)?;
+    if s < model.escape {
+        return Ok(model.min + s as i32);
+    }
+    let uniform = |range: usize| DefaultUniformModel::new(range);
+    let side = coder.decode_symbol(uniform(2)).map_err(invalid)?;
+    let n = coder
+        .decode_symbol(uniform(ESCAPE_LENGTH_SYMBOLS))
+        .map_err(invalid)? as u32
+        + 1;
+    let mut m: u64 = 1;
+    let mut remaining = n - 1;
+    while remaining > 0 {
+        let k = remaining.min(ESCAPE_CHUNK_BITS);
+        remaining -= k;
+        let chunk = coder.decode_symbol(uniform(1 << k)).map_err(invalid)? as u64;
+        m = (m << k) | chunk;
+    }
+    let v = if side == 0 {
+        i64::from(model.min) - m as i64
+    } else {
+        model.max() + m as i64
+    };
+    i32::try_from(v).map_err(|_| EntropyError::EscapeRange)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SplitMix64, for reproducible test data.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
+    fn laplace_table(min: i32, len: usize, decay_num: u64) -> FrequencyTable {
+        let centre = (-min) as usize;
+        let mut counts: Vec<u32> = (0..len)
+            .map(|k| {
+                let d = k.abs_diff(centre) as u32;
+                let mut c: u64 = 1 << 30;
+                for _ in 0..d {
+                    c = c * decay_num / 1024;
+                }
+                c as u32
+            })
+            .collect();
+        counts.push(1000);
+        FrequencyTable { min, counts }
+    }
+
+    #[test]
+    fn probabilities_sum_to_one_and_are_positive() {
+        for counts in [
+            vec![0, 0],
+            vec![u32::MAX, u32::MAX, u32::MAX, 0],
+            vec![5, 0, 0, 0, 0, 1],
+            (0..65536).map(|k| k as u32).collect(),
+        ] {
+            let p = fixed_point_probabilities(&counts).unwrap();
+            assert_eq!(p.iter().map(|&x| u64::from(x)).sum::<u64>(), 1 << PRECISION);
+            assert!(p.iter().all(|&x| x >= 1));
+        }
+        assert!(fixed_point_probabilities(&[1]).is_err());
+        assert!(fixed_point_probabilities(&vec![1; MAX_TABLE_ENTRIES + 1]).is_err());
+    }
+
+    #[test]
+    fn encoder_and_decoder_build_identical_models() {
+        let table = laplace_table(-20, 41, 700);
+        let a = SymbolModel::new(&table).unwrap();
+        let b = SymbolModel::new(&table.clone()).unwrap();
+        assert_eq!(a.probabilities(), b.probabilities());
+        assert_eq!(
+            a.probabilities(),
+            fixed_point_probabilities(&table.counts).unwrap()
+        );
+    }
+
+    #[test]
+    fn random_v_of_every_shape_round_trips_exactly() {
+        let mut rng = Rng(42);
+        for (rank, width, tables) in [(1, 1, 1), (2, 3, 2), (8, 32, 8), (4, 128, 1), (16, 64, 16)] {
+            let contexts: Vec<u16> = (0..rank * width)
+                .map(|i| (i / width % tables) as u16)
+                .collect();
+            let tabs: Vec<FrequencyTable> = (0..tables)
+                .map(|t| laplace_table(-(t as i32) - 3, 2 * t + 7, 600 + 30 * t as u64))
+                .collect();
+            let model = VModel::new(contexts, &tabs).unwrap();
+            for tiles in [1, 3, 17] {
+                let values: Vec<i32> = (0..tiles * rank * width)
+                    .map(|_| {
+                        let r = rng.next();
+                        match r % 10 {
+                            // Mostly small values, sometimes far outside every table.
+                            0 => (rng.next() as i32) >> (r % 31),
+                            _ => (r >> 8) as i32 % 9 - 4,
+                        }
+                    })
+                    .collect();
+                let payload = model.encode(&values).unwrap();
+                assert_eq!(model.decode(&payload, values.len()).unwrap(), values);
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_values_escape() {
+        let model = VModel::new(vec![0; 4], &[laplace_table(-2, 5, 500)]).unwrap();
+        let values = vec![
+            i32::MIN,
+            i32::MAX,
+            -3,
+            3,
+            i32::MIN + 1,
+            i32::MAX - 1,
+            0,
+            1 << 20,
+        ];
+        let payload = model.encode(&values).unwrap();
+        assert_eq!(model.decode(&payload, values.len()).unwrap(), values);
+    }
+
+    #[test]
+    fn degenerate_tables_still_code_everything() {
+        // Only the escape has weight; all-zero counts; a table at the edge of i32.
+        for table in [
+            FrequencyTable {
+                min: 0,
+                counts: vec![0, 1],
+            },
+            FrequencyTable {
+                min: -1,
+                counts: vec![0, 0, 0, 0],
+            },
+            FrequencyTable {
+                min: i32::MAX - 1,
+                counts: vec![1, 1, 1],
+            },
+        ] {
+            let model = VModel::new(vec![0; 2], &[table]).unwrap();
+            let values = vec![0, -1, i32::MAX, i32::MIN, 5, 7];
+            let payload = model.encode(&values).unwrap();
+            assert_eq!(model.decode(&payload, values.len()).unwrap(), values);
+        }
+        assert!(SymbolModel::new(&FrequencyTable {
+            min: i32::MAX,
+            counts: vec![1, 1, 1]
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn garbage_payloads_never_panic() {
+        let model = VModel::new(
+            vec![0, 1],
+            &[laplace_table(-3, 7, 400), laplace_table(0, 2, 100)],
+        )
+        .unwrap();
+        let mut rng = Rng(7);
+        for len in [0usize, 4, 8, 64, 400] {
+            for _ in 0..50 {
+                let payload: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let _ = model.decode(&payload, 200);
+            }
+        }
+    }
+}

@@ -1,0 +1,757 @@
+//! Model packs: the shared network, Fourier features and entropy tables that every
+//! `.ipc` file names by content hash (spec/model-pack.md).
+//!
+//! A pack file is one zstd frame holding a safetensors file (spec/model-pack.md §2).
+//! The configuration is JSON under the safetensors metadata key `ipc.config`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::container::Modality;
+use crate::entropy::{EntropyError, FrequencyTable, VModel, MAX_TABLE_ENTRIES};
+use crate::error::Hex;
+
+pub mod synthetic;
+
+/// Metadata key holding the configuration JSON (spec/model-pack.md §3).
+pub const CONFIG_KEY: &str = "ipc.config";
+/// The pack format version this crate reads and writes (spec/model-pack.md §3).
+pub const PACK_FORMAT_VERSION: u32 = 1;
+/// Largest decompressed pack accepted, so a hostile pack cannot exhaust memory.
+pub const MAX_PACK_BYTES: u64 = 512 << 20;
+
+/// Limits on configuration values (spec/model-pack.md §3.2). They bound every
+/// allocation the decoder makes from a pack.
+const MAX_WIDTH: usize = 4096;
+const MAX_LAYERS: usize = 64;
+const MAX_RANK: usize = 1024;
+const MAX_FREQUENCIES: usize = 8192;
+const MAX_TILE_SAMPLES: usize = 1 << 20;
+const MAX_QUALITY_LEVELS: usize = 256;
+
+/// Errors reading or validating a model pack.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackError {
+    /// The zstd frame could not be decompressed.
+    #[error("not a zstd-compressed model pack: {0}")]
+    Compression(std::io::Error),
+    /// The decompressed pack is larger than [`MAX_PACK_BYTES`].
+    #[error("decompressed pack exceeds {MAX_PACK_BYTES} bytes")]
+    TooLarge,
+    /// The safetensors container is malformed.
+    #[error("malformed safetensors data: {0}")]
+    Safetensors(String),
+    /// The configuration is missing or not valid JSON of the expected shape.
+    #[error("bad configuration: {0}")]
+    Config(String),
+    /// A tensor is missing or has the wrong dtype or shape.
+    #[error("tensor {name}: {problem}")]
+    Tensor {
+        /// Tensor name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// An entropy table is invalid.
+    #[error("entropy table: {0}")]
+    Entropy(#[from] EntropyError),
+    /// Writing a pack failed.
+    #[error("cannot serialise pack: {0}")]
+    Write(String),
+}
+
+/// The identity of a pack: the first 16 bytes of the SHA-256 of its decompressed
+/// safetensors bytes (spec/model-pack.md §6).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PackId([u8; 16]);
+
+impl PackId {
+    /// Wraps raw identifier bytes.
+    pub fn from_bytes(b: [u8; 16]) -> PackId {
+        PackId(b)
+    }
+
+    /// The raw identifier bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// Computes the identifier of decompressed pack content.
+    pub fn of_content(safetensors_bytes: &[u8]) -> PackId {
+        let digest = Sha256::digest(safetensors_bytes);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        PackId(id)
+    }
+}
+
+impl fmt::Display for PackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Hex(&self.0).fmt(f)
+    }
+}
+
+impl fmt::Debug for PackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PackId({self})")
+    }
+}
+
+/// One quality level a pack offers (spec/model-pack.md §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityLevel {
+    /// Default quantisation step of V, unsigned Q16.16.
+    pub step_q16: u32,
+    /// Free-form label, e.g. the lambda it was trained for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+}
+
+/// The pack configuration (spec/model-pack.md §3.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackConfig {
+    /// Pack format version, [`PACK_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Human-readable name.
+    pub name: String,
+    /// `"image"` or `"audio"`.
+    pub modality: String,
+    /// Coordinate dimensions: 2 for images, 1 for audio.
+    pub coord_dim: usize,
+    /// Output channels of the network: 3 for images, 1 for audio.
+    pub out_channels: usize,
+    /// Fourier frequencies per axis (length of tensor `fourier.frequencies`).
+    pub frequencies: usize,
+    /// Hidden width d of the MLP.
+    pub width: usize,
+    /// Number of linear layers.
+    pub layers: usize,
+    /// Index of the modulated layer, whose weight is U V.
+    pub modulated_layer: usize,
+    /// Rank r: V is r x width.
+    pub rank: usize,
+    /// Tile width in samples (audio: chunk length).
+    pub tile_width: usize,
+    /// Tile height in samples (audio: 1).
+    pub tile_height: usize,
+    /// Added to every output: 0.5 for images, 0 for audio.
+    pub output_offset: f32,
+    /// Whether each output unit's weight vector is scaled to unit L2 norm.
+    pub weight_norm: bool,
+    /// Sample rate the audio pack was trained for; absent for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<u32>,
+    /// The quality levels, index = `quality_level` in `.ipc` headers.
+    pub quality_levels: Vec<QualityLevel>,
+    /// Free-form description (training data, command).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+impl PackConfig {
+    /// The modality as an enum.
+    pub fn modality(&self) -> Result<Modality, PackError> {
+        match self.modality.as_str() {
+            "image" => Ok(Modality::Image),
+            "audio" => Ok(Modality::Audio),
+            m => Err(PackError::Config(format!("unknown modality {m:?}"))),
+        }
+    }
+
+    /// Input width of the first layer: cos and sin of every axis and frequency.
+    pub fn feature_dim(&self) -> usize {
+        2 * self.coord_dim * self.frequencies
+    }
+
+    /// Samples per tile.
+    pub fn tile_samples(&self) -> usize {
+        self.tile_width * self.tile_height
+    }
+
+    /// `(inputs, outputs)` of layer `l`.
+    pub fn layer_shape(&self, l: usize) -> (usize, usize) {
+        let inputs = if l == 0 {
+            self.feature_dim()
+        } else {
+            self.width
+        };
+        let outputs = if l + 1 == self.layers {
+            self.out_channels
+        } else {
+            self.width
+        };
+        (inputs, outputs)
+    }
+
+    /// Checks every rule of spec/model-pack.md §3.2.
+    pub fn validate(&self) -> Result<(), PackError> {
+        let bad = |m: String| Err(PackError::Config(m));
+        if self.format_version != PACK_FORMAT_VERSION {
+            return bad(format!(
+                "pack format version {} (this build reads {PACK_FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        let modality = self.modality()?;
+        let (coord_dim, out_channels) = match modality {
+            Modality::Image => (2, 3),
+            Modality::Audio => (1, 1),
+        };
+        if self.coord_dim != coord_dim || self.out_channels != out_channels {
+            return bad(format!(
+                "{} packs need coord_dim {coord_dim} and out_channels {out_channels}",
+                modality.name()
+            ));
+        }
+        if !(1..=MAX_FREQUENCIES).contains(&self.frequencies) {
+            return bad(format!(
+                "frequencies {} not in 1..={MAX_FREQUENCIES}",
+                self.frequencies
+            ));
+        }
+        if !(1..=MAX_WIDTH).contains(&self.width) {
+            return bad(format!("width {} not in 1..={MAX_WIDTH}", self.width));
+        }
+        if !(2..=MAX_LAYERS).contains(&self.layers) {
+            return bad(format!("layers {} not in 2..={MAX_LAYERS}", self.layers));
+        }
+        if self.modulated_layer + 1 >= self.layers {
+            return bad(format!(
+                "modulated_layer {} must be below the last layer {}",
+                self.modulated_layer,
+                self.layers - 1
+            ));
+        }
+        if !(1..=MAX_RANK).contains(&self.rank) {
+            return bad(format!("rank {} not in 1..={MAX_RANK}", self.rank));
+        }
+        if self.rank * self.width > u16::MAX as usize + 1 {
+            return bad(format!(
+                "rank x width {} exceeds 65536",
+                self.rank * self.width
+            ));
+        }
+        if self.tile_width == 0
+            || self.tile_height == 0
+            || self.tile_width > u16::MAX as usize
+            || self.tile_height > u16::MAX as usize
+            || self.tile_samples() > MAX_TILE_SAMPLES
+            || (modality == Modality::Audio && self.tile_height != 1)
+        {
+            return bad(format!(
+                "tile {}x{} is not allowed",
+                self.tile_width, self.tile_height
+            ));
+        }
+        if !self.output_offset.is_finite() {
+            return bad("output_offset is not finite".into());
+        }
+        if self.quality_levels.is_empty() || self.quality_levels.len() > MAX_QUALITY_LEVELS {
+            return bad(format!(
+                "{} quality levels (need 1..={MAX_QUALITY_LEVELS})",
+                self.quality_levels.len()
+            ));
+        }
+        if let Some(q) = self.quality_levels.iter().position(|q| q.step_q16 == 0) {
+            return bad(format!("quality level {q} has step 0"));
+        }
+        if modality == Modality::Audio && self.sample_rate.is_none_or(|r| r == 0) {
+            return bad("audio packs need a non-zero sample_rate".into());
+        }
+        Ok(())
+    }
+}
+
+/// A linear layer, weight stored `[inputs, outputs]` row-major so that `y = x W + b`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Linear {
+    /// Inputs.
+    pub inputs: usize,
+    /// Outputs.
+    pub outputs: usize,
+    /// `inputs x outputs` row-major.
+    pub weight: Vec<f32>,
+    /// `outputs`.
+    pub bias: Vec<f32>,
+}
+
+/// The modulated layer's shared parts: `W = U V`, bias shared (spec/model-pack.md §4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModulatedLinear {
+    /// Inputs (d_in).
+    pub inputs: usize,
+    /// Outputs (the hidden width).
+    pub outputs: usize,
+    /// Rank r.
+    pub rank: usize,
+    /// U, `inputs x rank` row-major.
+    pub u: Vec<f32>,
+    /// `outputs`.
+    pub bias: Vec<f32>,
+}
+
+/// The entropy model of V at every quality level (spec/model-pack.md §5).
+#[derive(Debug, Clone)]
+pub struct EntropyTables {
+    /// Per-element context (table index), `rank x width` row-major.
+    pub contexts: Vec<u16>,
+    /// For each quality level, its frequency tables.
+    pub levels: Vec<Vec<FrequencyTable>>,
+}
+
+/// Everything a pack holds, in memory; what the trainer fills in and [`ModelPack`] reads.
+#[derive(Debug, Clone)]
+pub struct PackContents {
+    /// Configuration.
+    pub config: PackConfig,
+    /// Fourier frequencies, `frequencies` values.
+    pub frequencies: Vec<f32>,
+    /// The layers; the modulated one's entry is `None` here and lives in `modulated`.
+    pub layers: Vec<Option<Linear>>,
+    /// The modulated layer.
+    pub modulated: ModulatedLinear,
+    /// Entropy tables.
+    pub entropy: EntropyTables,
+    /// Further tensors the decoder does not use (hypernetwork, V0, ...), name -> (shape, f32 data).
+    /// Their names must start with `encoder.` (spec/model-pack.md §4).
+    pub extra: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn i32_bytes(v: impl IntoIterator<Item = i32>) -> Vec<u8> {
+    v.into_iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+impl PackContents {
+    /// Serialises to the decompressed safetensors bytes (spec/model-pack.md §2–§5).
+    pub fn to_safetensors(&self) -> Result<Vec<u8>, PackError> {
+        self.config.validate()?;
+        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        owned.push((
+            "fourier.frequencies".into(),
+            Dtype::F32,
+            vec![self.frequencies.len()],
+            f32_bytes(&self.frequencies),
+        ));
+        let m = self.config.modulated_layer;
+        for (l, layer) in self.layers.iter().enumerate() {
+            if l == m {
+                let u = &self.modulated;
+                owned.push((
+                    format!("layers.{l}.u"),
+                    Dtype::F32,
+                    vec![u.inputs, u.rank],
+                    f32_bytes(&u.u),
+                ));
+                owned.push((
+                    format!("layers.{l}.bias"),
+                    Dtype::F32,
+                    vec![u.outputs],
+                    f32_bytes(&u.bias),
+                ));
+                continue;
+            }
+            let layer = layer
+                .as_ref()
+                .ok_or_else(|| PackError::Write(format!("layer {l} is missing")))?;
+            owned.push((
+                format!("layers.{l}.weight"),
+                Dtype::F32,
+                vec![layer.inputs, layer.outputs],
+                f32_bytes(&layer.weight),
+            ));
+            owned.push((
+                format!("layers.{l}.bias"),
+                Dtype::F32,
+                vec![layer.outputs],
+                f32_bytes(&layer.bias),
+            ));
+        }
+        let e = &self.entropy;
+        owned.push((
+            "entropy.contexts".into(),
+            Dtype::I32,
+            vec![self.config.rank, self.config.width],
+            i32_bytes(e.contexts.iter().map(|&c| i32::from(c))),
+        ));
+        for (q, tables) in e.levels.iter().enumerate() {
+            let mut offsets = vec![0i32];
+            let mut counts = Vec::new();
+            for t in tables {
+                counts.extend(t.counts.iter().map(|&c| c as i32));
+                offsets.push(counts.len() as i32);
+            }
+            owned.push((
+                format!("entropy.level{q}.min"),
+                Dtype::I32,
+                vec![tables.len()],
+                i32_bytes(tables.iter().map(|t| t.min)),
+            ));
+            owned.push((
+                format!("entropy.level{q}.offsets"),
+                Dtype::I32,
+                vec![offsets.len()],
+                i32_bytes(offsets),
+            ));
+            owned.push((
+                format!("entropy.level{q}.counts"),
+                Dtype::I32,
+                vec![counts.len()],
+                i32_bytes(counts),
+            ));
+        }
+        for (name, shape, data) in &self.extra {
+            if !name.starts_with("encoder.") {
+                return Err(PackError::Write(format!(
+                    "extra tensor {name} must start with 'encoder.'"
+                )));
+            }
+            owned.push((name.clone(), Dtype::F32, shape.clone(), f32_bytes(data)));
+        }
+        let views = owned
+            .iter()
+            .map(|(name, dtype, shape, data)| {
+                TensorView::new(*dtype, shape.clone(), data)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| PackError::Write(format!("{name}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let config =
+            serde_json::to_string(&self.config).map_err(|e| PackError::Write(e.to_string()))?;
+        let metadata = HashMap::from([(CONFIG_KEY.to_string(), config)]);
+        let bytes = safetensors::serialize(views, &Some(metadata))
+            .map_err(|e| PackError::Write(e.to_string()))?;
+        // Round-trip through the reader so a pack that is written can always be read.
+        ModelPack::from_safetensors(&bytes)?;
+        Ok(bytes)
+    }
+
+    /// Serialises to a pack file: the safetensors bytes in one zstd frame (spec/model-pack.md §2).
+    pub fn to_pack_file(&self) -> Result<Vec<u8>, PackError> {
+        let raw = self.to_safetensors()?;
+        zstd::bulk::compress(&raw, 19).map_err(|e| PackError::Write(e.to_string()))
+    }
+}
+
+/// A validated model pack, ready for decoding. Shared layers are stored with weight
+/// normalisation already applied, since it does not depend on the instance.
+#[derive(Debug, Clone)]
+pub struct ModelPack {
+    id: PackId,
+    contents: PackContents,
+    /// Layers before and after the modulated one, normalised (`None` at the modulated index).
+    normalised: Vec<Option<Linear>>,
+    /// Entropy models per quality level.
+    v_models: Vec<VModel>,
+}
+
+impl ModelPack {
+    /// Reads a pack file (zstd frame around safetensors) from bytes.
+    pub fn from_pack_file(bytes: &[u8]) -> Result<ModelPack, PackError> {
+        Self::from_reader(bytes)
+    }
+
+    /// Reads a pack file from any reader, decompressing at most [`MAX_PACK_BYTES`].
+    pub fn from_reader(reader: impl Read) -> Result<ModelPack, PackError> {
+        let decoder = zstd::stream::read::Decoder::new(reader).map_err(PackError::Compression)?;
+        let mut raw = Vec::new();
+        decoder
+            .take(MAX_PACK_BYTES + 1)
+            .read_to_end(&mut raw)
+            .map_err(PackError::Compression)?;
+        if raw.len() as u64 > MAX_PACK_BYTES {
+            return Err(PackError::TooLarge);
+        }
+        Self::from_safetensors(&raw)
+    }
+
+    /// Reads decompressed safetensors bytes.
+    pub fn from_safetensors(raw: &[u8]) -> Result<ModelPack, PackError> {
+        let st =
+            SafeTensors::deserialize(raw).map_err(|e| PackError::Safetensors(e.to_string()))?;
+        let (_, metadata) =
+            SafeTensors::read_metadata(raw).map_err(|e| PackError::Safetensors(e.to_string()))?;
+        let config_json = metadata
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(CONFIG_KEY))
+            .ok_or_else(|| PackError::Config(format!("metadata key {CONFIG_KEY} is missing")))?;
+        let config: PackConfig =
+            serde_json::from_str(config_json).map_err(|e| PackError::Config(e.to_string()))?;
+        config.validate()?;
+
+        let frequencies = read_f32(&st, "fourier.frequencies", &[config.frequencies])?;
+        if let Some(f) = frequencies.iter().find(|f| !f.is_finite()) {
+            return Err(PackError::Tensor {
+                name: "fourier.frequencies".into(),
+                problem: format!("non-finite value {f}"),
+            });
+        }
+        let m = config.modulated_layer;
+        let mut layers = Vec::with_capacity(config.layers);
+        let mut modulated = None;
+        for l in 0..config.layers {
+            let (inputs, outputs) = config.layer_shape(l);
+            let bias = read_f32(&st, &format!("layers.{l}.bias"), &[outputs])?;
+            if l == m {
+                let u = read_f32(&st, &format!("layers.{l}.u"), &[inputs, config.rank])?;
+                modulated = Some(ModulatedLinear {
+                    inputs,
+                    outputs,
+                    rank: config.rank,
+                    u,
+                    bias,
+                });
+                layers.push(None);
+            } else {
+                let weight = read_f32(&st, &format!("layers.{l}.weight"), &[inputs, outputs])?;
+                layers.push(Some(Linear {
+                    inputs,
+                    outputs,
+                    weight,
+                    bias,
+                }));
+            }
+        }
+        let modulated = modulated.expect("validate() puts the modulated layer inside the network");
+
+        let levels_n = config.quality_levels.len();
+        let contexts_raw = read_i32(&st, "entropy.contexts", &[config.rank, config.width])?;
+        let mut levels = Vec::with_capacity(levels_n);
+        for q in 0..levels_n {
+            levels.push(read_tables(&st, q)?);
+        }
+        let table_count = levels[0].len();
+        if let Some(q) = levels.iter().position(|t| t.len() != table_count) {
+            return Err(PackError::Tensor {
+                name: format!("entropy.level{q}.min"),
+                problem: format!("{} tables, level 0 has {table_count}", levels[q].len()),
+            });
+        }
+        let contexts = contexts_raw
+            .iter()
+            .map(|&c| {
+                u16::try_from(c)
+                    .ok()
+                    .filter(|&c| usize::from(c) < table_count)
+                    .ok_or_else(|| PackError::Tensor {
+                        name: "entropy.contexts".into(),
+                        problem: format!(
+                            "context {c} does not name one of the {table_count} tables"
+                        ),
+                    })
+            })
+            .collect::<Result<Vec<u16>, _>>()?;
+        let v_models = levels
+            .iter()
+            .map(|tables| VModel::new(contexts.clone(), tables))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let extra = st
+            .iter()
+            .filter(|(name, _)| name.starts_with("encoder."))
+            .map(|(name, view)| {
+                let shape = view.shape().to_vec();
+                read_f32(&st, name, &shape).map(|data| (name.to_string(), shape, data))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let contents = PackContents {
+            config,
+            frequencies,
+            layers,
+            modulated,
+            entropy: EntropyTables { contexts, levels },
+            extra,
+        };
+        let normalised = contents
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref().map(|l| {
+                    let mut l = l.clone();
+                    if contents.config.weight_norm {
+                        normalise_columns(&mut l.weight, l.inputs, l.outputs);
+                    }
+                    l
+                })
+            })
+            .collect();
+        Ok(ModelPack {
+            id: PackId::of_content(raw),
+            contents,
+            normalised,
+            v_models,
+        })
+    }
+
+    /// The content hash that `.ipc` files name.
+    pub fn id(&self) -> PackId {
+        self.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PackConfig {
+        &self.contents.config
+    }
+
+    /// All tensors as stored (before normalisation).
+    pub fn contents(&self) -> &PackContents {
+        &self.contents
+    }
+
+    /// Shared layer `l` with weight normalisation applied; `None` for the modulated layer.
+    pub fn normalised_layer(&self, l: usize) -> Option<&Linear> {
+        self.normalised.get(l).and_then(Option::as_ref)
+    }
+
+    /// The entropy model of V at a quality level.
+    pub fn v_model(&self, level: usize) -> Option<&VModel> {
+        self.v_models.get(level)
+    }
+}
+
+/// Scales each output unit's incoming weights (a column of the `inputs x outputs`
+/// matrix) to unit L2 norm (METHOD.md; spec/model-pack.md §4.2). A zero column stays zero.
+pub fn normalise_columns(w: &mut [f32], inputs: usize, outputs: usize) {
+    debug_assert_eq!(w.len(), inputs * outputs);
+    let mut sq = vec![0f64; outputs];
+    for row in w.chunks_exact(outputs) {
+        for (s, &x) in sq.iter_mut().zip(row) {
+            *s += f64::from(x) * f64::from(x);
+        }
+    }
+    let scale: Vec<f32> = sq
+        .iter()
+        .map(|&s| {
+            if s > 0.0 {
+                (1.0 / s.sqrt()) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    for row in w.chunks_exact_mut(outputs) {
+        for (x, &k) in row.iter_mut().zip(&scale) {
+            *x *= k;
+        }
+    }
+}
+
+fn tensor<'a>(
+    st: &'a SafeTensors<'a>,
+    name: &str,
+    dtype: Dtype,
+    shape: &[usize],
+) -> Result<TensorView<'a>, PackError> {
+    let t = st.tensor(name).map_err(|_| PackError::Tensor {
+        name: name.into(),
+        problem: "missing".into(),
+    })?;
+    if t.dtype() != dtype || t.shape() != shape {
+        return Err(PackError::Tensor {
+            name: name.into(),
+            problem: format!(
+                "is {:?} {:?}, expected {:?} {:?}",
+                t.dtype(),
+                t.shape(),
+                dtype,
+                shape
+            ),
+        });
+    }
+    Ok(t)
+}
+
+fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>, PackError> {
+    let t = tensor(st, name, Dtype::F32, shape)?;
+    let v: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(PackError::Tensor {
+            name: name.into(),
+            problem: "holds a non-finite value".into(),
+        });
+    }
+    Ok(v)
+}
+
+fn read_i32(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<i32>, PackError> {
+    let t = tensor(st, name, Dtype::I32, shape)?;
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn read_i32_any_len(st: &SafeTensors<'_>, name: &str) -> Result<Vec<i32>, PackError> {
+    let len = st
+        .tensor(name)
+        .map(|t| t.shape().to_vec())
+        .map_err(|_| PackError::Tensor {
+            name: name.into(),
+            problem: "missing".into(),
+        })?;
+    if len.len() != 1 {
+        return Err(PackError::Tensor {
+            name: name.into(),
+            problem: format!("must be one-dimensional, is {len:?}"),
+        });
+    }
+    read_i32(st, name, &len)
+}
+
+/// Reads the tables of one quality level (spec/model-pack.md §5).
+fn read_tables(st: &SafeTensors<'_>, level: usize) -> Result<Vec<FrequencyTable>, PackError> {
+    let name = |s: &str| format!("entropy.level{level}.{s}");
+    let mins = read_i32_any_len(st, &name("min"))?;
+    let offsets = read_i32(st, &name("offsets"), &[mins.len() + 1])?;
+    let counts = read_i32_any_len(st, &name("counts"))?;
+    let problem = |problem: String| PackError::Tensor {
+        name: name("offsets"),
+        problem,
+    };
+    if mins.is_empty() || mins.len() > u16::MAX as usize + 1 {
+        return Err(problem(format!("{} tables (need 1..=65536)", mins.len())));
+    }
+    if offsets[0] != 0 || offsets[mins.len()] as usize != counts.len() {
+        return Err(problem(
+            "must start at 0 and end at the length of counts".into(),
+        ));
+    }
+    let mut tables = Vec::with_capacity(mins.len());
+    for (t, &min) in mins.iter().enumerate() {
+        let (a, b) = (offsets[t], offsets[t + 1]);
+        if a < 0 || b < a || (b - a) < 2 || (b - a) as usize > MAX_TABLE_ENTRIES {
+            return Err(problem(format!(
+                "table {t} spans {a}..{b} (needs 2..=65536 entries)"
+            )));
+        }
+        let slice = &counts[a as usize..b as usize];
+        if slice.iter().any(|&c| c < 0) {
+            return Err(PackError::Tensor {
+                name: name("counts"),
+                problem: format!("table {t} has a negative count"),
+            });
+        }
+        tables.push(FrequencyTable {
+            min,
+            counts: slice.iter().map(|&c| c as u32).collect(),
+        });
+    }
+    Ok(tables)
+}

@@ -1,0 +1,219 @@
+//! Deterministic packs with seeded random weights, for tests, benchmarks, fuzzing and
+//! conformance vectors until trained packs exist. Every value is derived with integer
+//! arithmetic and exactly rounded float operations, so the bytes (and the pack id)
+//! are the same on every machine.
+
+use super::{
+    EntropyTables, Linear, ModulatedLinear, PackConfig, PackContents, QualityLevel,
+    PACK_FORMAT_VERSION,
+};
+use crate::container::Modality;
+use crate::entropy::FrequencyTable;
+
+/// The shape of a synthetic pack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticPack {
+    /// Image or audio.
+    pub modality: Modality,
+    /// Fourier frequencies per axis.
+    pub frequencies: usize,
+    /// Largest frequency; frequencies are spaced linearly from 1 (exact arithmetic).
+    pub max_frequency: f32,
+    /// Hidden width.
+    pub width: usize,
+    /// Number of linear layers.
+    pub layers: usize,
+    /// Index of the modulated layer.
+    pub modulated_layer: usize,
+    /// Rank of V.
+    pub rank: usize,
+    /// Tile width (audio: chunk length).
+    pub tile_width: usize,
+    /// Tile height (audio: 1).
+    pub tile_height: usize,
+    /// Number of quality levels.
+    pub quality_levels: usize,
+    /// Seed of the weights.
+    pub seed: u64,
+}
+
+impl SyntheticPack {
+    /// A small image pack: 8 frequencies, width 16, 4 layers, rank 4, 8x8 tiles.
+    pub fn small_image() -> SyntheticPack {
+        SyntheticPack {
+            modality: Modality::Image,
+            frequencies: 8,
+            max_frequency: 16.0,
+            width: 16,
+            layers: 4,
+            modulated_layer: 1,
+            rank: 4,
+            tile_width: 8,
+            tile_height: 8,
+            quality_levels: 3,
+            seed: 1,
+        }
+    }
+
+    /// A small audio pack: 16 frequencies, width 16, 3 layers, rank 4, 64-sample chunks.
+    pub fn small_audio() -> SyntheticPack {
+        SyntheticPack {
+            modality: Modality::Audio,
+            frequencies: 16,
+            max_frequency: 64.0,
+            width: 16,
+            layers: 3,
+            modulated_layer: 1,
+            rank: 4,
+            tile_width: 64,
+            tile_height: 1,
+            quality_levels: 2,
+            seed: 2,
+        }
+    }
+
+    /// A pack the size of a representative image codec: 64 frequencies per axis,
+    /// width 128, 5 layers, rank 8, 32x32 tiles (the decode benchmark's pack).
+    pub fn representative_image() -> SyntheticPack {
+        SyntheticPack {
+            modality: Modality::Image,
+            frequencies: 64,
+            max_frequency: 128.0,
+            width: 128,
+            layers: 5,
+            modulated_layer: 1,
+            rank: 8,
+            tile_width: 32,
+            tile_height: 32,
+            quality_levels: 6,
+            seed: 3,
+        }
+    }
+
+    /// Builds the pack contents.
+    pub fn build(&self) -> PackContents {
+        let mut rng = SplitMix64(self.seed);
+        let (coord_dim, out_channels, offset, sample_rate) = match self.modality {
+            Modality::Image => (2, 3, 0.5, None),
+            Modality::Audio => (1, 1, 0.0, Some(16_000)),
+        };
+        let config = PackConfig {
+            format_version: PACK_FORMAT_VERSION,
+            name: format!("synthetic-{}-s{}", self.modality.name(), self.seed),
+            modality: self.modality.name().into(),
+            coord_dim,
+            out_channels,
+            frequencies: self.frequencies,
+            width: self.width,
+            layers: self.layers,
+            modulated_layer: self.modulated_layer,
+            rank: self.rank,
+            tile_width: self.tile_width,
+            tile_height: self.tile_height,
+            output_offset: offset,
+            weight_norm: true,
+            sample_rate,
+            quality_levels: (0..self.quality_levels)
+                .map(|q| QualityLevel {
+                    // Coarsest first: steps 1/2, 1/4, ... of a unit (Q16.16).
+                    step_q16: 1 << (15 - q.min(14)),
+                    label: String::new(),
+                })
+                .collect(),
+            description: "seeded random weights for tests; not a trained pack".into(),
+        };
+        let frequencies = (0..self.frequencies)
+            .map(|k| {
+                if self.frequencies == 1 {
+                    1.0
+                } else {
+                    1.0 + (self.max_frequency - 1.0) * k as f32 / (self.frequencies - 1) as f32
+                }
+            })
+            .collect();
+        let mut layers = Vec::with_capacity(self.layers);
+        let mut modulated = None;
+        for l in 0..self.layers {
+            let (inputs, outputs) = config.layer_shape(l);
+            let scale = 1.0 / (inputs as f32).sqrt();
+            if l == self.modulated_layer {
+                modulated = Some(ModulatedLinear {
+                    inputs,
+                    outputs,
+                    rank: self.rank,
+                    u: rng.uniform_vec(inputs * self.rank, scale),
+                    bias: rng.uniform_vec(outputs, 0.1),
+                });
+                layers.push(None);
+            } else {
+                layers.push(Some(Linear {
+                    inputs,
+                    outputs,
+                    weight: rng.uniform_vec(inputs * outputs, scale),
+                    bias: rng.uniform_vec(outputs, 0.1),
+                }));
+            }
+        }
+        // One table per row of V, each a two-sided geometric distribution whose spread
+        // grows with the quality level (finer steps give larger integers).
+        let contexts = (0..self.rank * self.width)
+            .map(|i| (i / self.width) as u16)
+            .collect();
+        let levels = (0..self.quality_levels)
+            .map(|q| {
+                (0..self.rank)
+                    .map(|row| geometric_table(4 << q.min(8), 700 + 20 * (row as u64 % 8)))
+                    .collect()
+            })
+            .collect();
+        PackContents {
+            config,
+            frequencies,
+            layers,
+            modulated: modulated.expect("modulated_layer < layers"),
+            entropy: EntropyTables { contexts, levels },
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// Counts `2^30 * (decay/1024)^|k|` for `k` in `-half..=half`, then an escape count.
+fn geometric_table(half: i32, decay_per_1024: u64) -> FrequencyTable {
+    let mut counts: Vec<u32> = (-half..=half)
+        .map(|k| {
+            let mut c: u64 = 1 << 30;
+            for _ in 0..k.unsigned_abs() {
+                c = c * decay_per_1024 / 1024;
+            }
+            c.max(1) as u32
+        })
+        .collect();
+    counts.push(1 << 10);
+    FrequencyTable { min: -half, counts }
+}
+
+/// SplitMix64: a small, well-mixed generator with a fixed definition.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[-scale, scale)`, from 24 random bits (exact in f32).
+    pub fn uniform(&mut self, scale: f32) -> f32 {
+        let unit = (self.next_u64() >> 40) as f32 / (1u32 << 24) as f32;
+        (2.0 * unit - 1.0) * scale
+    }
+
+    /// `n` values from [`Self::uniform`].
+    pub fn uniform_vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(scale)).collect()
+    }
+}
