@@ -306,6 +306,59 @@ impl Header {
     }
 }
 
+/// Resource limits for untrusted input. Checked against the header before any
+/// allocation that depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest image, in pixels (width x height). Default 2^28 (268 M).
+    pub max_pixels: u64,
+    /// Largest audio signal, in samples over all channels. Default 2^30.
+    pub max_samples: u64,
+    /// Largest entropy-coded payload, in bytes. Default 256 MiB.
+    pub max_payload_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pixels: 1 << 28,
+            max_samples: 1 << 30,
+            max_payload_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Checks the header against the limits, before any allocation it implies (spec/bitstream.md §5.3).
+pub(crate) fn check_limits(header: &Header, limits: &Limits) -> Result<(), Error> {
+    let exceeded = |what, value, limit| Error::LimitExceeded { what, value, limit };
+    if u64::from(header.payload_len) > limits.max_payload_bytes {
+        return Err(exceeded(
+            "payload size",
+            header.payload_len.into(),
+            limits.max_payload_bytes,
+        ));
+    }
+    match header.geometry {
+        Geometry::Image { width, height, .. } => {
+            let pixels = u64::from(width) * u64::from(height);
+            if pixels > limits.max_pixels {
+                return Err(exceeded("image size in pixels", pixels, limits.max_pixels));
+            }
+        }
+        Geometry::Audio { .. } => {
+            let samples = header.geometry.sample_count();
+            if samples > limits.max_samples {
+                return Err(exceeded(
+                    "audio length in samples",
+                    samples,
+                    limits.max_samples,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn truncated(needed: usize, available: usize) -> Error {
     FormatError::Truncated {
         needed: needed as u64,
@@ -324,10 +377,11 @@ pub struct Container<'a> {
 }
 
 impl<'a> Container<'a> {
-    /// Splits and verifies a complete file held in memory (spec/bitstream.md §5):
-    /// signature, version, length, checksum, then header fields.
-    pub fn parse(bytes: &'a [u8]) -> Result<Container<'a>, Error> {
+    /// Splits and verifies a complete file held in memory, in the order of
+    /// spec/bitstream.md §5: signature, version, header fields, limits, length, checksum.
+    pub fn parse(bytes: &'a [u8], limits: &Limits) -> Result<Container<'a>, Error> {
         let header = Header::parse(bytes)?;
+        check_limits(&header, limits)?;
         let total = header.file_len();
         let available = bytes.len() as u64;
         if available < total {
@@ -411,9 +465,9 @@ mod tests {
     #[test]
     fn every_prefix_of_a_file_is_rejected_without_panic() {
         let file = write_file(&sample_header(), &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
-        assert!(Container::parse(&file).is_ok());
+        assert!(Container::parse(&file, &Limits::default()).is_ok());
         for n in 0..file.len() {
-            let err = Container::parse(&file[..n]).unwrap_err();
+            let err = Container::parse(&file[..n], &Limits::default()).unwrap_err();
             assert_eq!(err.code(), "truncated", "prefix of {n} bytes: {err}");
         }
     }
@@ -425,7 +479,7 @@ mod tests {
             let mut damaged = file.clone();
             damaged[i / 8] ^= 1 << (i % 8);
             assert!(
-                Container::parse(&damaged).is_err(),
+                Container::parse(&damaged, &Limits::default()).is_err(),
                 "bit {i} flip undetected"
             );
         }

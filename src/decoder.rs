@@ -3,32 +3,11 @@
 
 use std::io::Read;
 
-use crate::container::{Container, Geometry, Header, HEADER_LEN};
+pub use crate::container::Limits;
+use crate::container::{check_limits, Container, Geometry, Header, HEADER_LEN};
 use crate::error::{Error, FormatError};
 use crate::pack::ModelPack;
 use crate::synthesis::TileSynthesizer;
-
-/// Resource limits for untrusted input. Checked against the header before any
-/// allocation that depends on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest image, in pixels (width x height). Default 2^28 (268 M).
-    pub max_pixels: u64,
-    /// Largest audio signal, in samples over all channels. Default 2^30.
-    pub max_samples: u64,
-    /// Largest entropy-coded payload, in bytes. Default 256 MiB.
-    pub max_payload_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_pixels: 1 << 28,
-            max_samples: 1 << 30,
-            max_payload_bytes: 256 << 20,
-        }
-    }
-}
 
 /// Options of [`Decoder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -174,9 +153,8 @@ impl<'p> Decoder<'p> {
     }
 
     fn decode_v_checked(&self, bytes: &[u8]) -> Result<(Header, Vec<i32>), Error> {
-        let container = Container::parse(bytes)?;
+        let container = Container::parse(bytes, &self.options.limits)?;
         let header = container.header;
-        check_limits(&header, &self.options.limits)?;
         check_pack(&header, self.pack)?;
         let model = self
             .pack
@@ -288,37 +266,6 @@ fn reassemble_image(header: &Header, tiles: &[f32], mut put: impl FnMut(usize, f
     }
 }
 
-/// Checks the header against the decoder's limits (before any allocation it implies).
-pub(crate) fn check_limits(header: &Header, limits: &Limits) -> Result<(), Error> {
-    let exceeded = |what, value, limit| Error::LimitExceeded { what, value, limit };
-    if u64::from(header.payload_len) > limits.max_payload_bytes {
-        return Err(exceeded(
-            "payload size",
-            header.payload_len.into(),
-            limits.max_payload_bytes,
-        ));
-    }
-    match header.geometry {
-        Geometry::Image { width, height, .. } => {
-            let pixels = u64::from(width) * u64::from(height);
-            if pixels > limits.max_pixels {
-                return Err(exceeded("image size in pixels", pixels, limits.max_pixels));
-            }
-        }
-        Geometry::Audio { .. } => {
-            let samples = header.geometry.sample_count();
-            if samples > limits.max_samples {
-                return Err(exceeded(
-                    "audio length in samples",
-                    samples,
-                    limits.max_samples,
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Checks that the file was made for this pack and fits it (spec/bitstream.md §5.4).
 pub(crate) fn check_pack(header: &Header, pack: &ModelPack) -> Result<(), Error> {
     if header.pack_id != pack.id() {
@@ -368,13 +315,7 @@ pub fn read_ipc(reader: &mut impl Read, limits: &Limits) -> Result<Vec<u8>, Erro
         .take(HEADER_LEN as u64)
         .read_to_end(&mut bytes)?;
     let header = Header::parse(&bytes)?;
-    if u64::from(header.payload_len) > limits.max_payload_bytes {
-        return Err(Error::LimitExceeded {
-            what: "payload size",
-            value: header.payload_len.into(),
-            limit: limits.max_payload_bytes,
-        });
-    }
+    check_limits(&header, limits)?;
     let total = header.file_len();
     reader
         .by_ref()

@@ -1,0 +1,448 @@
+//! The generator of codec-tests/: deterministic packs, valid vectors with their decoded
+//! V and reconstructions, and invalid vectors with the error each must produce.
+
+use std::path::Path;
+
+use ipc_codec::container::{write_file, Header, HEADER_LEN};
+use ipc_codec::pack::synthetic::{SplitMix64, SyntheticPack};
+use ipc_codec::{encode_quantised, Decoded, Decoder, Geometry, ImagePixels, ModelPack};
+use serde_json::json;
+
+use super::sha256_hex;
+
+/// Whether the run should rewrite codec-tests/ (`IPC_BLESS=1`).
+pub fn blessing() -> bool {
+    std::env::var_os("IPC_BLESS").is_some_and(|v| v == "1")
+}
+
+struct Packs {
+    image: ModelPack,
+    audio: ModelPack,
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// V values for a test vector: mostly small, with a share of large values that take
+/// the escape path.
+fn random_v(rng: &mut SplitMix64, len: usize, escapes: bool) -> Vec<i32> {
+    (0..len)
+        .map(|_| {
+            let r = rng.next_u64();
+            if escapes && r % 11 == 0 {
+                ((rng.next_u64() as i32) >> (r % 29)).wrapping_add(1)
+            } else {
+                (r >> 16) as i32 % 7 - 3
+            }
+        })
+        .collect()
+}
+
+fn image(width: u32, height: u32, channels: u8, bit_depth: u8) -> Geometry {
+    Geometry::Image {
+        width,
+        height,
+        channels,
+        bit_depth,
+    }
+}
+
+fn audio(frames: u32, channels: u8) -> Geometry {
+    Geometry::Audio {
+        sample_rate: 16_000,
+        frames,
+        channels,
+        bit_depth: 16,
+    }
+}
+
+/// Writes everything under `dir` (packs/, vectors/, invalid/, manifest.json).
+pub fn write_all(dir: &Path) {
+    let image_file = SyntheticPack::small_image().build().to_pack_file().unwrap();
+    let audio_file = SyntheticPack::small_audio().build().to_pack_file().unwrap();
+    write(&dir.join("packs/synthetic-image.ipcpack"), &image_file);
+    write(&dir.join("packs/synthetic-audio.ipcpack"), &audio_file);
+    let packs = Packs {
+        image: ModelPack::from_pack_file(&image_file).unwrap(),
+        audio: ModelPack::from_pack_file(&audio_file).unwrap(),
+    };
+    let pack_entry = |file: &str, pack: &ModelPack| json!({ "file": file, "id": pack.id().to_string(), "name": pack.config().name });
+
+    let mut rng = SplitMix64(2024);
+    // (name, pack key, geometry, quality level, step override, escapes)
+    let cases: Vec<(&str, &str, Geometry, u8, Option<u32>, bool)> = vec![
+        ("image-rgb-1x1", "image", image(1, 1, 3, 8), 0, None, false),
+        (
+            "image-rgb-9x5-one-padded-tile",
+            "image",
+            image(9, 5, 3, 8),
+            0,
+            None,
+            false,
+        ),
+        (
+            "image-rgb-40x24-partial-tiles",
+            "image",
+            image(40, 24, 3, 8),
+            2,
+            None,
+            false,
+        ),
+        (
+            "image-grey-17x11",
+            "image",
+            image(17, 11, 1, 8),
+            1,
+            None,
+            false,
+        ),
+        (
+            "image-rgb16-12x8",
+            "image",
+            image(12, 8, 3, 16),
+            2,
+            None,
+            false,
+        ),
+        (
+            "image-rgb-16x16-escapes",
+            "image",
+            image(16, 16, 3, 8),
+            0,
+            Some(300),
+            true,
+        ),
+        (
+            "image-rgb-24x8-step-override",
+            "image",
+            image(24, 8, 3, 8),
+            1,
+            Some(5000),
+            false,
+        ),
+        ("audio-mono-1000", "audio", audio(1000, 1), 0, None, false),
+        ("audio-stereo-300", "audio", audio(300, 2), 1, None, true),
+        ("audio-mono-1", "audio", audio(1, 1), 1, None, false),
+    ];
+    let mut vectors = Vec::new();
+    for (name, key, geometry, level, step, escapes) in cases {
+        let pack = if key == "image" {
+            &packs.image
+        } else {
+            &packs.audio
+        };
+        let per_tile = pack.config().rank * pack.config().width;
+        let probe = Header {
+            pack_id: pack.id(),
+            geometry,
+            tile_width: pack.config().tile_width as u16,
+            tile_height: pack.config().tile_height as u16,
+            step_q16: 1,
+            quality_level: level,
+            payload_len: 0,
+        };
+        let v = random_v(&mut rng, probe.tile_count() as usize * per_tile, escapes);
+        let file = encode_quantised(pack, geometry, level, step, &v).unwrap();
+        let decoded = Decoder::with_options(
+            pack,
+            ipc_codec::DecodeOptions {
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .decode(&file)
+        .unwrap();
+        let (raw, format): (Vec<u8>, &str) = match &decoded {
+            Decoded::Image(img) => match &img.pixels {
+                ImagePixels::U8(p) => (p.clone(), "u8"),
+                ImagePixels::U16(p) => (p.iter().flat_map(|x| x.to_le_bytes()).collect(), "u16le"),
+            },
+            Decoded::Audio(a) => (
+                a.samples.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                "i16le",
+            ),
+        };
+        let v_bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        write(&dir.join(format!("vectors/{name}.ipc")), &file);
+        write(&dir.join(format!("vectors/{name}.expected.raw")), &raw);
+        vectors.push(json!({
+            "file": format!("{name}.ipc"),
+            "pack": key,
+            "kind": geometry.modality().name(),
+            "sha256": sha256_hex(&file),
+            "bytes": file.len(),
+            "tiles": probe.tile_count(),
+            "v_sha256": sha256_hex(&v_bytes),
+            "expected": format!("{name}.expected.raw"),
+            "sample_format": format,
+            "expected_sha256": sha256_hex(&raw),
+            "tolerance": { "max_abs": 1 },
+        }));
+    }
+
+    let invalid = invalid_vectors(&packs, &mut rng);
+    let mut invalid_entries = Vec::new();
+    for (name, key, bytes, error, what) in invalid {
+        write(&dir.join(format!("invalid/{name}.ipc")), &bytes);
+        invalid_entries.push(
+            json!({ "file": format!("{name}.ipc"), "pack": key, "error": error, "what": what }),
+        );
+    }
+
+    let manifest = json!({
+        "format": "ipc-codec conformance manifest",
+        "bitstream_version": 1,
+        "packs": {
+            "image": pack_entry("synthetic-image.ipcpack", &packs.image),
+            "audio": pack_entry("synthetic-audio.ipcpack", &packs.audio),
+        },
+        "vectors": vectors,
+        "invalid": invalid_entries,
+    });
+    let text = serde_json::to_string_pretty(&manifest).unwrap() + "\n";
+    write(&dir.join("manifest.json"), text.as_bytes());
+}
+
+/// Rewrites header bytes of a valid file and fixes the checksum, so the decoder reaches
+/// the check under test.
+fn patched(file: &[u8], patch: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    let mut f = file.to_vec();
+    patch(&mut f);
+    let body = f.len() - 4;
+    let crc = crc32(&f[..body]);
+    f[body..].copy_from_slice(&crc.to_le_bytes());
+    f
+}
+
+/// CRC-32 (ISO-HDLC), bitwise, written out here so the vectors do not depend on the
+/// decoder's own checksum code.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+type Invalid = (
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    &'static str,
+    &'static str,
+);
+
+fn invalid_vectors(packs: &Packs, rng: &mut SplitMix64) -> Vec<Invalid> {
+    let pack = &packs.image;
+    let v = random_v(rng, 6 * 4 * 16, false);
+    let good = encode_quantised(pack, image(20, 10, 3, 8), 1, None, &v).unwrap();
+    let len = good.len();
+    let header = Header::parse(&good).unwrap();
+    let payload = &good[HEADER_LEN..len - 4];
+
+    let mut out: Vec<Invalid> = vec![
+        ("empty", "image", Vec::new(), "truncated", "zero bytes"),
+        (
+            "header-only-20-bytes",
+            "image",
+            good[..20].to_vec(),
+            "truncated",
+            "file cut inside the header",
+        ),
+        (
+            "truncated-payload",
+            "image",
+            good[..len - 9].to_vec(),
+            "truncated",
+            "payload shorter than declared",
+        ),
+        (
+            "bad-magic",
+            "image",
+            {
+                let mut f = good.clone();
+                f[1] = b'X';
+                f
+            },
+            "bad-magic",
+            "signature damaged",
+        ),
+        (
+            "png-signature",
+            "image",
+            b"\x89PNG\r\n\x1a\n".to_vec(),
+            "bad-magic",
+            "a PNG file",
+        ),
+        (
+            "bad-checksum",
+            "image",
+            {
+                let mut f = good.clone();
+                f[HEADER_LEN + 2] ^= 0x10;
+                f
+            },
+            "checksum",
+            "one payload bit flipped",
+        ),
+        (
+            "trailing-bytes",
+            "image",
+            {
+                let mut f = good.clone();
+                f.extend_from_slice(b"junk");
+                f
+            },
+            "trailing-data",
+            "bytes after the checksum",
+        ),
+        (
+            "future-version",
+            "image",
+            patched(&good, |f| f[4] = 2),
+            "unsupported",
+            "format version 2",
+        ),
+        (
+            "reserved-flags",
+            "image",
+            patched(&good, |f| f[6] = 1),
+            "unsupported",
+            "reserved flag bit set",
+        ),
+        (
+            "alpha-channel",
+            "image",
+            patched(&good, |f| f[32] = 4),
+            "unsupported",
+            "RGBA is not coded in version 1",
+        ),
+        (
+            "modality-zero",
+            "image",
+            patched(&good, |f| f[5] = 0),
+            "invalid-field",
+            "reserved modality value",
+        ),
+        (
+            "zero-width",
+            "image",
+            patched(&good, |f| f[24..28].copy_from_slice(&0u32.to_le_bytes())),
+            "invalid-field",
+            "width 0",
+        ),
+        (
+            "zero-step",
+            "image",
+            patched(&good, |f| f[40..44].copy_from_slice(&0u32.to_le_bytes())),
+            "invalid-field",
+            "quantisation step 0",
+        ),
+        (
+            "absurd-dimensions",
+            "image",
+            patched(&good, |f| {
+                f[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+                f[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
+            }),
+            "limit-exceeded",
+            "4294967295 x 4294967295 pixels",
+        ),
+        (
+            "payload-length-beyond-file",
+            "image",
+            patched(&good, |f| {
+                f[46..50].copy_from_slice(&(header.payload_len + 400).to_le_bytes())
+            }),
+            "truncated",
+            "declared payload longer than the file",
+        ),
+        (
+            "payload-length-unaligned",
+            "image",
+            patched(&good, |f| {
+                f[46..50].copy_from_slice(&(header.payload_len - 1).to_le_bytes())
+            }),
+            "payload-alignment",
+            "payload length not a multiple of 4",
+        ),
+        (
+            "huge-payload-length",
+            "image",
+            patched(&good, |f| {
+                f[46..50].copy_from_slice(&0xffff_fffcu32.to_le_bytes())
+            }),
+            "limit-exceeded",
+            "payload length above the default limit",
+        ),
+        (
+            "quality-level-out-of-range",
+            "image",
+            patched(&good, |f| f[44] = 200),
+            "pack-mismatch",
+            "level the pack lacks",
+        ),
+        (
+            "tile-size-mismatch",
+            "image",
+            patched(&good, |f| f[36] = 16),
+            "pack-mismatch",
+            "tile width differs from the pack",
+        ),
+        (
+            "audio-file-image-pack",
+            "image",
+            patched(&good, |f| {
+                f[5] = 2;
+                f[33] = 16;
+                f[38] = 1;
+            }),
+            "pack-mismatch",
+            "audio header with an image pack",
+        ),
+        (
+            "wrong-pack",
+            "audio",
+            good.clone(),
+            "wrong-pack",
+            "image file given the audio pack",
+        ),
+    ];
+    // A payload with a valid checksum whose range-coder state is invalid. Found by
+    // searching seeded random payloads, so it is the same on every run.
+    let model = pack.v_model(1).unwrap();
+    let count = v.len();
+    let corrupt = (0..)
+        .map(|_| {
+            (0..payload.len())
+                .map(|_| rng.next_u64() as u8)
+                .collect::<Vec<u8>>()
+        })
+        .find(|p| model.decode(p, count).is_err())
+        .unwrap();
+    let file = write_file(
+        &Header {
+            payload_len: 0,
+            ..header
+        },
+        &corrupt,
+    )
+    .unwrap();
+    out.push((
+        "corrupt-payload",
+        "image",
+        file,
+        "corrupt-payload",
+        "range coder reaches an invalid state",
+    ));
+    out
+}
