@@ -306,24 +306,29 @@ impl Header {
     }
 }
 
-/// Resource limits for untrusted input. Checked against the header before any
-/// allocation that depends on it.
+/// Resource limits for untrusted input, checked against the header before any
+/// allocation it implies (spec/bitstream.md §5.3). Decoding an image takes about
+/// 16 bytes of memory per pixel at its peak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest image, in pixels (width x height). Default 2^28 (268 M).
+    /// Largest image, in pixels (width x height). Default 2^26 (67 M, e.g. 8192 x 8192).
     pub max_pixels: u64,
-    /// Largest audio signal, in samples over all channels. Default 2^30.
+    /// Largest audio signal, in samples over all channels. Default 2^28 (4.6 h of 16 kHz stereo).
     pub max_samples: u64,
     /// Largest entropy-coded payload, in bytes. Default 256 MiB.
     pub max_payload_bytes: u64,
+    /// Most elements of V over all tiles (a pack with small tiles and a large V needs
+    /// more per sample). Default 2^26.
+    pub max_v_elements: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_pixels: 1 << 28,
-            max_samples: 1 << 30,
+            max_pixels: 1 << 26,
+            max_samples: 1 << 28,
             max_payload_bytes: 256 << 20,
+            max_v_elements: 1 << 26,
         }
     }
 }

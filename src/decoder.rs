@@ -160,9 +160,16 @@ impl<'p> Decoder<'p> {
             .pack
             .v_model(usize::from(header.quality_level))
             .expect("check_pack verified the level");
-        // Bounded: tiles follow from geometry within limits, and a tile has at least
-        // one sample while V has at most 65536 elements.
-        let count = header.tile_count() as usize * model.elements_per_tile();
+        let count = header.tile_count() * model.elements_per_tile() as u64;
+        let limit = self.options.limits.max_v_elements;
+        if count > limit {
+            return Err(Error::LimitExceeded {
+                what: "elements of V",
+                value: count,
+                limit,
+            });
+        }
+        let count = count as usize;
         let v = model
             .decode(container.payload, count)
             .map_err(FormatError::Payload)?;

@@ -32,6 +32,9 @@ const MAX_LAYERS: usize = 64;
 const MAX_RANK: usize = 1024;
 const MAX_FREQUENCIES: usize = 8192;
 const MAX_TILE_SAMPLES: usize = 1 << 20;
+/// Bound on samples per tile times the widest activation, which sizes the per-pack
+/// synthesis buffers (spec/model-pack.md §3.2).
+const MAX_TILE_ACTIVATIONS: usize = 1 << 26;
 const MAX_QUALITY_LEVELS: usize = 256;
 
 /// Errors reading or validating a model pack.
@@ -249,6 +252,13 @@ impl PackConfig {
             return bad(format!(
                 "tile {}x{} is not allowed",
                 self.tile_width, self.tile_height
+            ));
+        }
+        let widest = self.feature_dim().max(self.width);
+        if self.tile_samples() * widest > MAX_TILE_ACTIVATIONS {
+            return bad(format!(
+                "tile of {} samples x {widest} activations exceeds {MAX_TILE_ACTIVATIONS}",
+                self.tile_samples()
             ));
         }
         if !self.output_offset.is_finite() {

@@ -1,0 +1,265 @@
+//! The public decoding API: equivalence of its entry points, limits, caller buffers,
+//! and agreement with an independent reassembly of the synthesised tiles.
+
+use ipc_codec::pack::synthetic::{SplitMix64, SyntheticPack};
+use ipc_codec::synthesis::TileSynthesizer;
+use ipc_codec::{
+    encode_quantised, DecodeOptions, Decoded, Decoder, Error, Geometry, ImagePixels, Limits,
+    ModelPack,
+};
+
+fn pack(spec: SyntheticPack) -> ModelPack {
+    ModelPack::from_pack_file(&spec.build().to_pack_file().unwrap()).unwrap()
+}
+
+fn rgb(width: u32, height: u32) -> Geometry {
+    Geometry::Image {
+        width,
+        height,
+        channels: 3,
+        bit_depth: 8,
+    }
+}
+
+fn random_file(pack: &ModelPack, geometry: Geometry, seed: u64) -> (Vec<u8>, Vec<i32>) {
+    let cfg = pack.config();
+    let (tw, th) = (cfg.tile_width as u64, cfg.tile_height as u64);
+    let tiles = match geometry {
+        Geometry::Image { width, height, .. } => {
+            u64::from(width).div_ceil(tw) * u64::from(height).div_ceil(th)
+        }
+        Geometry::Audio {
+            frames, channels, ..
+        } => u64::from(frames).div_ceil(tw) * u64::from(channels),
+    };
+    let mut rng = SplitMix64(seed);
+    let v: Vec<i32> = (0..tiles as usize * cfg.rank * cfg.width)
+        .map(|_| (rng.next_u64() % 9) as i32 - 4)
+        .collect();
+    (encode_quantised(pack, geometry, 1, None, &v).unwrap(), v)
+}
+
+#[test]
+fn image_pixels_are_the_synthesised_tiles_cropped_and_rounded() {
+    let pack = pack(SyntheticPack::small_image());
+    let (w, h) = (19u32, 10u32);
+    let (file, v) = random_file(&pack, rgb(w, h), 1);
+    let Decoded::Image(img) = Decoder::new(&pack).decode(&file).unwrap() else {
+        panic!("image expected")
+    };
+    let ImagePixels::U8(px) = img.pixels else {
+        panic!("8-bit expected")
+    };
+    // Independent reassembly: render tile by tile and place samples by hand.
+    let synth = TileSynthesizer::new(&pack);
+    let step = pack.config().quality_levels[1].step_q16 as f32 / 65536.0;
+    let tiles_x = (w as usize).div_ceil(8);
+    for (t, vt) in v.chunks(synth.v_len()).enumerate() {
+        let vf: Vec<f32> = vt.iter().map(|&q| q as f32 * step).collect();
+        let mut out = vec![0f32; synth.outputs_per_tile()];
+        synth.render(&vf, &mut out, 1);
+        for s in 0..64 {
+            let (y, x) = ((t / tiles_x) * 8 + s / 8, (t % tiles_x) * 8 + s % 8);
+            if y >= h as usize || x >= w as usize {
+                continue;
+            }
+            for c in 0..3 {
+                let want = (out[s * 3 + c].clamp(0.0, 1.0) * 255.0).round() as u8;
+                assert_eq!(
+                    px[(y * w as usize + x) * 3 + c],
+                    want,
+                    "pixel ({x},{y}) channel {c}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn entry_points_and_thread_counts_agree() {
+    let pack = pack(SyntheticPack::small_image());
+    let (file, _) = random_file(&pack, rgb(70, 33), 2);
+    let base = Decoder::new(&pack).decode(&file).unwrap();
+    for threads in [1, 2, 5] {
+        let d = Decoder::with_options(
+            &pack,
+            DecodeOptions {
+                threads,
+                ..Default::default()
+            },
+        );
+        assert_eq!(d.decode(&file).unwrap(), base);
+        assert_eq!(d.decode_reader(&file[..]).unwrap(), base);
+    }
+    let mut buf = vec![0u8; 70 * 33 * 3];
+    Decoder::new(&pack)
+        .decode_image_into(&file, &mut buf)
+        .unwrap();
+    let Decoded::Image(img) = base else {
+        unreachable!()
+    };
+    assert_eq!(ImagePixels::U8(buf), img.pixels);
+}
+
+#[test]
+fn caller_buffer_of_wrong_size_is_refused() {
+    let pack = pack(SyntheticPack::small_image());
+    let (file, _) = random_file(&pack, rgb(8, 8), 3);
+    let mut small = vec![0u8; 8 * 8 * 3 - 1];
+    let err = Decoder::new(&pack)
+        .decode_image_into(&file, &mut small)
+        .unwrap_err();
+    assert_eq!(err.code(), "unsupported");
+}
+
+#[test]
+fn limits_are_enforced_before_decoding() {
+    let pack = pack(SyntheticPack::small_image());
+    let (file, _) = random_file(&pack, rgb(64, 64), 4);
+    let with = |limits: Limits| Decoder::with_options(&pack, DecodeOptions { limits, threads: 1 });
+    let defaults = Limits::default();
+    for (limits, what) in [
+        (
+            Limits {
+                max_pixels: 64 * 64 - 1,
+                ..defaults
+            },
+            "image size in pixels",
+        ),
+        (
+            Limits {
+                max_payload_bytes: 16,
+                ..defaults
+            },
+            "payload size",
+        ),
+        (
+            Limits {
+                max_v_elements: 63,
+                ..defaults
+            },
+            "elements of V",
+        ),
+    ] {
+        for result in [
+            with(limits).decode(&file),
+            with(limits).decode_reader(&file[..]),
+        ] {
+            match result {
+                Err(Error::LimitExceeded { what: w, .. }) => assert_eq!(w, what),
+                other => panic!("expected {what} limit, got {other:?}"),
+            }
+        }
+    }
+    let audio = pack_audio();
+    let (file, _) = random_file(&audio, stereo(500), 5);
+    let d = Decoder::with_options(
+        &audio,
+        DecodeOptions {
+            limits: Limits {
+                max_samples: 999,
+                ..defaults
+            },
+            threads: 1,
+        },
+    );
+    assert_eq!(d.decode(&file).unwrap_err().code(), "limit-exceeded");
+}
+
+fn pack_audio() -> ModelPack {
+    pack(SyntheticPack::small_audio())
+}
+
+fn stereo(frames: u32) -> Geometry {
+    Geometry::Audio {
+        sample_rate: 16_000,
+        frames,
+        channels: 2,
+        bit_depth: 16,
+    }
+}
+
+#[test]
+fn audio_channels_are_interleaved_from_consecutive_chunks() {
+    let pack = pack_audio();
+    let frames = 150;
+    let (file, v) = random_file(&pack, stereo(frames), 6);
+    let Decoded::Audio(a) = Decoder::new(&pack).decode(&file).unwrap() else {
+        panic!("audio expected")
+    };
+    assert_eq!(
+        (a.sample_rate, a.channels, a.samples.len()),
+        (16_000, 2, 300)
+    );
+    let synth = TileSynthesizer::new(&pack);
+    let step = pack.config().quality_levels[1].step_q16 as f32 / 65536.0;
+    let vf: Vec<f32> = v.iter().map(|&q| q as f32 * step).collect();
+    let mut out = vec![0f32; v.len() / synth.v_len() * 64];
+    synth.render(&vf, &mut out, 1);
+    // 150 frames -> 3 chunks of 64 per channel; channel 1 starts at chunk 3.
+    for f in 0..frames as usize {
+        for c in 0..2 {
+            let x = out[c * 192 + f];
+            assert_eq!(
+                a.samples[f * 2 + c],
+                (x.clamp(-1.0, 1.0) * 32767.0).round() as i16
+            );
+        }
+    }
+}
+
+#[test]
+fn grey_and_sixteen_bit_images_decode() {
+    let pack = pack(SyntheticPack::small_image());
+    let grey = Geometry::Image {
+        width: 5,
+        height: 3,
+        channels: 1,
+        bit_depth: 8,
+    };
+    let (file, _) = random_file(&pack, grey, 7);
+    let Decoded::Image(g) = Decoder::new(&pack).decode(&file).unwrap() else {
+        panic!()
+    };
+    assert!(matches!(&g.pixels, ImagePixels::U8(p) if p.len() == 15));
+    let deep = Geometry::Image {
+        width: 5,
+        height: 3,
+        channels: 3,
+        bit_depth: 16,
+    };
+    let (file, _) = random_file(&pack, deep, 7);
+    let Decoded::Image(d) = Decoder::new(&pack).decode(&file).unwrap() else {
+        panic!()
+    };
+    let ImagePixels::U16(p16) = d.pixels else {
+        panic!("16-bit expected")
+    };
+    // The same V at 8 bits: the 16-bit samples are the finer rounding of the same values.
+    let (file8, _) = random_file(&pack, rgb(5, 3), 7);
+    let Decoded::Image(e) = Decoder::new(&pack).decode(&file8).unwrap() else {
+        panic!()
+    };
+    let ImagePixels::U8(p8) = e.pixels else {
+        panic!()
+    };
+    for (a, b) in p16.iter().zip(&p8) {
+        assert!((f64::from(*a) / 65535.0 - f64::from(*b) / 255.0).abs() <= 0.5 / 255.0 + 1e-6);
+    }
+}
+
+#[test]
+fn wrong_pack_names_both_packs() {
+    let image = pack(SyntheticPack::small_image());
+    let other = pack(SyntheticPack {
+        seed: 77,
+        ..SyntheticPack::small_image()
+    });
+    let (file, _) = random_file(&image, rgb(8, 8), 8);
+    let err = Decoder::new(&other).decode(&file).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&image.id().to_string()) && text.contains(&other.id().to_string()),
+        "{text}"
+    );
+}
