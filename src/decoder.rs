@@ -263,8 +263,8 @@ fn reassemble_image(header: &Header, tiles: &[f32], mut put: impl FnMut(usize, f
             let rgb = &tiles[s * 3..s * 3 + 3];
             let base = (y * w + x) * ch;
             if ch == 3 {
-                for c in 0..3 {
-                    put(base + c, rgb[c].clamp(0.0, 1.0));
+                for (c, &value) in rgb.iter().enumerate() {
+                    put(base + c, value.clamp(0.0, 1.0));
                 }
             } else {
                 put(base, ((rgb[0] + rgb[1] + rgb[2]) / 3.0).clamp(0.0, 1.0));
