@@ -284,7 +284,7 @@ impl Header {
         }
         let step_q16 = u32_at(40);
         if step_q16 == 0 {
-            return Err(field("step", 0));
+            return Err(field("step_q16", 0));
         }
         let quality_level = b[44];
         if b[45] != 0 {

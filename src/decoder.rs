@@ -274,7 +274,7 @@ fn reassemble_image(header: &Header, tiles: &[f32], mut put: impl FnMut(usize, f
 }
 
 /// Checks that the file was made for this pack and fits it (spec/bitstream.md §5.4).
-pub(crate) fn check_pack(header: &Header, pack: &ModelPack) -> Result<(), Error> {
+pub fn check_pack(header: &Header, pack: &ModelPack) -> Result<(), Error> {
     if header.pack_id != pack.id() {
         return Err(Error::WrongPack {
             needed: header.pack_id,

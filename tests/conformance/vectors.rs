@@ -58,6 +58,9 @@ fn audio(frames: u32, channels: u8) -> Geometry {
     }
 }
 
+/// A valid vector: name, pack key, geometry, quality level, step override, escapes.
+type Case = (&'static str, &'static str, Geometry, u8, Option<u32>, bool);
+
 /// Writes everything under `dir` (packs/, vectors/, invalid/, manifest.json).
 pub fn write_all(dir: &Path) {
     let image_file = SyntheticPack::small_image().build().to_pack_file().unwrap();
@@ -71,8 +74,7 @@ pub fn write_all(dir: &Path) {
     let pack_entry = |file: &str, pack: &ModelPack| json!({ "file": file, "id": pack.id().to_string(), "name": pack.config().name });
 
     let mut rng = SplitMix64(2024);
-    // (name, pack key, geometry, quality level, step override, escapes)
-    let cases: Vec<(&str, &str, Geometry, u8, Option<u32>, bool)> = vec![
+    let cases: Vec<Case> = vec![
         ("image-rgb-1x1", "image", image(1, 1, 3, 8), 0, None, false),
         (
             "image-rgb-9x5-one-padded-tile",

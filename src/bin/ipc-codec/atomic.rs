@@ -1,0 +1,169 @@
+//! Atomic output files: everything is written to a temporary file next to the target,
+//! which is synced and renamed over the target only once it is complete. A run that
+//! fails (or panics) removes the temporary file, so it never leaves a partial output.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+
+/// An output file being written; becomes visible under its name only on [`commit`].
+///
+/// ```ignore
+/// let mut out = AtomicFile::create(Path::new("out.png"))?;
+/// out.writer().write_all(&bytes)?;
+/// out.commit()?; // without this (error, early return, panic) the temp file is removed
+/// ```
+///
+/// [`commit`]: AtomicFile::commit
+#[derive(Debug)]
+pub struct AtomicFile {
+    target: PathBuf,
+    temp: PathBuf,
+    writer: Option<BufWriter<File>>,
+    committed: bool,
+}
+
+impl AtomicFile {
+    /// Creates the temporary file `.NAME.tmp-<pid>` in the target's directory (the
+    /// rename is only atomic within one file system). Fails early, before any work is
+    /// done, when the directory does not exist or cannot be written.
+    pub fn create(target: &Path) -> io::Result<AtomicFile> {
+        let name = target.file_name().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file")
+        })?;
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let pid = std::process::id();
+        let mut attempt = 0u32;
+        loop {
+            let mut temp_name = OsString::from(".");
+            temp_name.push(name);
+            temp_name.push(format!(".tmp-{pid}"));
+            if attempt > 0 {
+                temp_name.push(format!("-{attempt}"));
+            }
+            let temp = dir.join(temp_name);
+            match OpenOptions::new().write(true).create_new(true).open(&temp) {
+                Ok(file) => {
+                    return Ok(AtomicFile {
+                        target: target.to_path_buf(),
+                        temp,
+                        writer: Some(BufWriter::new(file)),
+                        committed: false,
+                    })
+                }
+                // A stale file from an earlier process with the same pid.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The buffered writer of the temporary file (seekable, as WAV writers need).
+    pub fn writer(&mut self) -> &mut BufWriter<File> {
+        self.writer
+            .as_mut()
+            .expect("the writer exists until commit")
+    }
+
+    /// Flushes and syncs the temporary file, then renames it over the target.
+    pub fn commit(mut self) -> io::Result<()> {
+        let writer = self.writer.take().expect("commit is called once");
+        let file = writer
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.temp, &self.target)?;
+        self.committed = true;
+        // Make the rename itself durable; not every file system supports syncing a
+        // directory, and the data is already complete, so a failure here is ignored.
+        #[cfg(unix)]
+        if let Some(dir) = self.temp.parent() {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Close before removing (required on Windows).
+            drop(self.writer.take());
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("ipc-codec-atomic-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn commit_replaces_the_target_and_leaves_no_temp_file() {
+        let dir = scratch("commit");
+        let target = dir.join("out.bin");
+        fs::write(&target, b"old").unwrap();
+        let mut out = AtomicFile::create(&target).unwrap();
+        out.writer().write_all(b"new").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"old", "visible before commit");
+        assert_eq!(names(&dir).len(), 2, "temp file beside the target");
+        out.commit().unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        assert_eq!(names(&dir), ["out.bin"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dropping_without_commit_removes_the_temp_file() {
+        let dir = scratch("drop");
+        let target = dir.join("out.bin");
+        let mut out = AtomicFile::create(&target).unwrap();
+        out.writer().write_all(b"partial").unwrap();
+        drop(out);
+        assert!(names(&dir).is_empty());
+        // Also when the work panics.
+        let result = std::panic::catch_unwind(|| {
+            let mut out = AtomicFile::create(&target).unwrap();
+            out.writer().write_all(b"partial").unwrap();
+            panic!("failed while writing");
+        });
+        assert!(result.is_err());
+        assert!(names(&dir).is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_directory_fails_at_create() {
+        let dir = scratch("missing");
+        assert!(AtomicFile::create(&dir.join("no").join("out.bin")).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
