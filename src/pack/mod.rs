@@ -746,7 +746,12 @@ fn read_tables(st: &SafeTensors<'_>, level: usize) -> Result<Vec<FrequencyTable>
     let mut tables = Vec::with_capacity(mins.len());
     for (t, &min) in mins.iter().enumerate() {
         let (a, b) = (offsets[t], offsets[t + 1]);
-        if a < 0 || b < a || (b - a) < 2 || (b - a) as usize > MAX_TABLE_ENTRIES {
+        if a < 0
+            || b < a
+            || b as usize > counts.len()
+            || (b - a) < 2
+            || (b - a) as usize > MAX_TABLE_ENTRIES
+        {
             return Err(problem(format!(
                 "table {t} spans {a}..{b} (needs 2..=65536 entries)"
             )));
