@@ -1,7 +1,6 @@
 //! End-to-end tests of the `ipc-codec` command-line tool: synthetic packs and files are
 //! written to a fresh temporary directory, the binary is run on them, and its output is
 //! compared with the library's decoder.
-#![cfg(feature = "cli")]
 
 use std::fs;
 use std::io::{Cursor, Write};
