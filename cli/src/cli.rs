@@ -67,6 +67,54 @@ pub enum Command {
     /// Show an .ipc file's header, sizes, rate, checksum status and model pack
     #[command(after_help = INFO_AFTER_HELP)]
     Info(InfoArgs),
+    /// Train a model pack from a TOML config (builds with the `train` feature, libtorch)
+    #[command(after_help = TRAIN_AFTER_HELP)]
+    Train(TrainArgs),
+}
+
+const TRAIN_AFTER_HELP: &str = "\
+Trains the model a config describes (train/configs/*.toml), showing step, loss, PSNR,
+bits per element of V, steps/s and ETA, evaluates on held-out data every
+train.eval_every steps (V really quantised and entropy-coded), writes a checkpoint
+beside the pack every train.checkpoint_every steps, and writes the pack at the end.
+CPU runs are deterministic for a seed. Available when ipc-codec is built with
+`--features train` (libtorch; see scripts/setup-libtorch).
+
+Examples:
+  ipc-codec train --config train/configs/image.toml --out image.ipcpack
+  ipc-codec train --config train/configs/image.toml --steps 200 --out /tmp/smoke.ipcpack
+  ipc-codec train --config train/configs/image.toml --resume image.ckpt.safetensors --out image.ipcpack
+  ipc-codec train --config train/configs/speech.toml --device cuda --out speech.ipcpack";
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training configuration (TOML)
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// Train this many steps in total (overrides train.steps)
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
+
+    /// Where to write the pack; the checkpoint goes beside it (PACK.ckpt.safetensors)
+    #[arg(short, long, value_name = "PACK")]
+    pub out: PathBuf,
+
+    /// Continue from a checkpoint written by an earlier run of the same config
+    #[arg(long, value_name = "CKPT")]
+    pub resume: Option<PathBuf>,
+
+    /// Device: cpu, cuda or auto (a GPU when there is one)
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: String,
+
+    /// Write the final held-out figures and throughput as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// No progress bar; evaluations and the summary are still printed
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

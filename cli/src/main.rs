@@ -10,6 +10,8 @@ mod decode;
 mod failure;
 mod info;
 mod input;
+#[cfg(feature = "train")]
+mod train;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,13 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Decode(args) => decode::run(args),
         Command::Info(args) => info::run(args),
+        #[cfg(feature = "train")]
+        Command::Train(args) => train::run(args),
+        #[cfg(not(feature = "train"))]
+        Command::Train(_) => Err(failure::Failure::usage(
+            "this ipc-codec was built without training; rebuild with `cargo build -p ipc-codec-cli --features train` (needs libtorch: scripts/setup-libtorch)",
+        )
+        .into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

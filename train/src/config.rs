@@ -1,0 +1,441 @@
+//! Training configuration, read from TOML. Every shipped pack has its config checked in
+//! under `train/configs/`, so retraining is one command.
+
+use std::path::{Path, PathBuf};
+
+use ipc_codec::Modality;
+use serde::{Deserialize, Serialize};
+
+/// Errors in a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or missing keys.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Pack name, written into the pack.
+    pub name: String,
+    /// `"image"` or `"audio"`.
+    pub modality: String,
+    /// Seed of initialisation, data sampling and noise.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// The synthesis network.
+    pub model: ModelConfig,
+    /// How V is predicted.
+    pub encoder: EncoderConfig,
+    /// Quantisation and rate.
+    pub rate: RateConfig,
+    /// Optimisation schedule.
+    pub train: ScheduleConfig,
+    /// Training data.
+    pub data: DataConfig,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+/// The synthesis network (METHOD.md; spec/model-pack.md §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Fourier frequencies per axis, log-spaced from 1 to `max_frequency`.
+    pub frequencies: usize,
+    /// Largest frequency (sigma).
+    pub max_frequency: f64,
+    /// Hidden width d.
+    pub width: usize,
+    /// Linear layers.
+    pub layers: usize,
+    /// Index of the modulated layer (METHOD.md: the second layer, index 1, is best).
+    #[serde(default = "default_modulated")]
+    pub modulated_layer: usize,
+    /// Rank r of V.
+    pub rank: usize,
+    /// `[width, height]` of a tile; audio `[chunk, 1]`.
+    pub tile: [usize; 2],
+    /// Audio sample rate.
+    #[serde(default)]
+    pub sample_rate: Option<u32>,
+}
+
+fn default_modulated() -> usize {
+    1
+}
+
+/// How V is obtained for an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// A transformer predicts V in one pass.
+    Hyper,
+    /// CAVIA inner steps from a learned V0.
+    Meta,
+}
+
+/// The V predictor: the transformer hypernetwork and the meta-learning inner loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// Which predictor is trained.
+    pub method: Method,
+    /// Image patch side / audio samples per data token.
+    #[serde(default = "default_patch")]
+    pub patch: usize,
+    /// Transformer width.
+    #[serde(default = "default_dim")]
+    pub dim: usize,
+    /// Transformer blocks.
+    #[serde(default = "default_depth")]
+    pub depth: usize,
+    /// Attention heads.
+    #[serde(default = "default_heads")]
+    pub heads: usize,
+    /// Inner steps of meta-learning.
+    #[serde(default = "default_inner_steps")]
+    pub inner_steps: usize,
+    /// Inner step size eps (METHOD.md: 0.01).
+    #[serde(default = "default_inner_lr")]
+    pub inner_lr: f64,
+    /// Skip second-order terms in the outer update.
+    #[serde(default)]
+    pub first_order: bool,
+}
+
+fn default_patch() -> usize {
+    8
+}
+fn default_dim() -> usize {
+    128
+}
+fn default_depth() -> usize {
+    2
+}
+fn default_heads() -> usize {
+    4
+}
+fn default_inner_steps() -> usize {
+    2
+}
+fn default_inner_lr() -> f64 {
+    0.01
+}
+
+/// How quantisation is simulated while training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantProxy {
+    /// Additive uniform noise of one step.
+    Noise,
+    /// Rounding with a straight-through gradient.
+    Ste,
+}
+
+/// One quality level: the quantisation step of V and the rate weight it is trained for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelConfig {
+    /// Quantisation step of V.
+    pub step: f64,
+    /// Weight of bits per sample against MSE in the loss.
+    pub lambda: f64,
+}
+
+/// Quantisation, entropy model and quality levels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// Quality levels, coarsest first (index = quality level in files).
+    pub levels: Vec<LevelConfig>,
+    /// Quantisation proxy.
+    #[serde(default = "default_proxy")]
+    pub proxy: QuantProxy,
+    /// Largest half-width of an exported frequency table, in steps; values beyond
+    /// take the escape code.
+    #[serde(default = "default_table_half_width")]
+    pub table_half_width: usize,
+}
+
+fn default_proxy() -> QuantProxy {
+    QuantProxy::Noise
+}
+fn default_table_half_width() -> usize {
+    64
+}
+
+/// Optimisation schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Instances (tiles or chunks) per step.
+    pub batch: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Steps between held-out evaluations.
+    #[serde(default = "default_eval_every")]
+    pub eval_every: usize,
+    /// Steps between checkpoints.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// Held-out instances per evaluation.
+    #[serde(default = "default_eval_instances")]
+    pub eval_instances: usize,
+    /// CPU threads for libtorch (0: all cores).
+    #[serde(default)]
+    pub threads: usize,
+}
+
+fn default_eval_every() -> usize {
+    500
+}
+fn default_checkpoint_every() -> usize {
+    1000
+}
+fn default_eval_instances() -> usize {
+    256
+}
+
+/// Training data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Folder of images or WAVs, relative to the config file.
+    pub dir: PathBuf,
+    /// Photos are downscaled so that their shorter side is at most this.
+    #[serde(default = "default_short_side")]
+    pub max_short_side: u32,
+    /// Fraction of files kept out of training for evaluation.
+    #[serde(default = "default_holdout")]
+    pub holdout_fraction: f64,
+}
+
+fn default_short_side() -> u32 {
+    384
+}
+fn default_holdout() -> f64 {
+    0.05
+}
+
+impl TrainConfig {
+    /// Reads and validates a config; `data.dir` is resolved against the file's folder.
+    pub fn load(path: &Path) -> Result<TrainConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })?;
+        if config.data.dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.data.dir = base.join(&config.data.dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<TrainConfig, ConfigError> {
+        let config: TrainConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The modality.
+    pub fn modality(&self) -> Modality {
+        if self.modality == "audio" {
+            Modality::Audio
+        } else {
+            Modality::Image
+        }
+    }
+
+    /// Samples per tile.
+    pub fn tile_samples(&self) -> usize {
+        self.model.tile[0] * self.model.tile[1]
+    }
+
+    /// Output channels: 3 for images, 1 for audio.
+    pub fn channels(&self) -> usize {
+        match self.modality() {
+            Modality::Image => 3,
+            Modality::Audio => 1,
+        }
+    }
+
+    /// Checks ranges and consistency; the pack-level rules are checked again by
+    /// `ipc_codec::pack::PackConfig::validate` at export.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let m = &self.model;
+        let e = &self.encoder;
+        match self.modality.as_str() {
+            "image" => {}
+            "audio" => {
+                if m.tile[1] != 1 {
+                    return bad("audio tiles are [chunk, 1]".into());
+                }
+                if m.sample_rate.is_none() {
+                    return bad("audio needs model.sample_rate".into());
+                }
+            }
+            other => {
+                return bad(format!(
+                    "modality must be \"image\" or \"audio\", not {other:?}"
+                ))
+            }
+        }
+        if m.frequencies == 0 || m.max_frequency < 1.0 {
+            return bad("model.frequencies must be >= 1 and model.max_frequency >= 1".into());
+        }
+        if m.width == 0 || m.rank == 0 || m.layers < 2 || m.modulated_layer + 1 >= m.layers {
+            return bad(format!(
+                "model: width {} rank {} layers {} modulated_layer {} (need width, rank >= 1, layers >= 2, modulated_layer < layers - 1)",
+                m.width, m.rank, m.layers, m.modulated_layer
+            ));
+        }
+        if m.tile[0] == 0 || m.tile[1] == 0 {
+            return bad("model.tile must be positive".into());
+        }
+        if e.method == Method::Hyper {
+            let tokens_ok = match self.modality() {
+                Modality::Image => m.tile[0] % e.patch == 0 && m.tile[1] % e.patch == 0,
+                Modality::Audio => m.tile[0] % e.patch == 0,
+            };
+            if e.patch == 0 || !tokens_ok {
+                return bad(format!(
+                    "encoder.patch {} must divide the tile {:?}",
+                    e.patch, m.tile
+                ));
+            }
+            if e.heads == 0 || e.dim % e.heads != 0 || e.depth == 0 {
+                return bad(format!(
+                    "encoder: dim {} must be a multiple of heads {}, depth >= 1",
+                    e.dim, e.heads
+                ));
+            }
+        }
+        if e.method == Method::Meta && (e.inner_steps == 0 || e.inner_lr <= 0.0) {
+            return bad(
+                "encoder.inner_steps >= 1 and encoder.inner_lr > 0 for method = \"meta\"".into(),
+            );
+        }
+        let r = &self.rate;
+        if r.levels.is_empty() || r.levels.len() > 255 {
+            return bad("rate.levels needs 1 to 255 levels".into());
+        }
+        for (i, l) in r.levels.iter().enumerate() {
+            if !(l.step > 0.0 && l.step * 65536.0 <= u32::MAX as f64) || l.lambda < 0.0 {
+                return bad(format!(
+                    "rate.levels[{i}]: step must be in (0, 65536) and lambda >= 0"
+                ));
+            }
+        }
+        if r.table_half_width == 0 || r.table_half_width > 30_000 {
+            return bad("rate.table_half_width must be in 1..=30000".into());
+        }
+        let t = &self.train;
+        if t.batch == 0 || t.lr <= 0.0 || t.eval_every == 0 || t.checkpoint_every == 0 {
+            return bad(
+                "train: batch, lr, eval_every and checkpoint_every must be positive".into(),
+            );
+        }
+        if !(0.0..1.0).contains(&self.data.holdout_fraction) {
+            return bad("data.holdout_fraction must be in [0, 1)".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+name = "t"
+modality = "image"
+[model]
+frequencies = 8
+max_frequency = 16.0
+width = 16
+layers = 4
+rank = 4
+tile = [8, 8]
+[encoder]
+method = "hyper"
+patch = 4
+dim = 16
+heads = 2
+[rate]
+levels = [{ step = 0.5, lambda = 0.01 }, { step = 0.25, lambda = 0.002 }]
+[train]
+steps = 10
+batch = 4
+lr = 0.001
+[data]
+dir = "data"
+"#;
+
+    #[test]
+    fn example_parses_with_defaults() {
+        let c = TrainConfig::parse(EXAMPLE).unwrap();
+        assert_eq!(c.model.modulated_layer, 1);
+        assert_eq!(c.encoder.depth, 2);
+        assert_eq!(c.rate.proxy, QuantProxy::Noise);
+        assert_eq!(c.seed, 1);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let unknown = EXAMPLE.replace("rank = 4", "rank = 4\nrnak = 5");
+        assert!(TrainConfig::parse(&unknown)
+            .unwrap_err()
+            .to_string()
+            .contains("rnak"));
+        let patch = EXAMPLE.replace("patch = 4", "patch = 3");
+        assert!(TrainConfig::parse(&patch)
+            .unwrap_err()
+            .to_string()
+            .contains("patch"));
+        let layer = EXAMPLE.replace("layers = 4", "layers = 4\nmodulated_layer = 3");
+        assert!(TrainConfig::parse(&layer)
+            .unwrap_err()
+            .to_string()
+            .contains("modulated_layer"));
+        let step = EXAMPLE.replace("step = 0.5", "step = 0.0");
+        assert!(TrainConfig::parse(&step)
+            .unwrap_err()
+            .to_string()
+            .contains("step"));
+    }
+}

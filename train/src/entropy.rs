@@ -1,0 +1,170 @@
+//! The learned entropy model of V: for each quality level and each row i of V (one
+//! context per row, spec/model-pack.md §5), a Laplace density with learned location and
+//! scale. Levels have their own parameters because the hypernetwork may give V a
+//! different scale at each level. In
+//! training its bits of the noisy V enter the loss; at export it is discretised at each
+//! quality level's step into the integer frequency tables the decoder uses.
+
+use ipc_codec::entropy::FrequencyTable;
+use tch::{nn, Kind, Tensor};
+
+/// Total mass the exported counts of one table sum to (before the decoder's own
+/// normalisation to 2^24; spec/bitstream.md §7.1).
+const COUNT_SCALE: f64 = (1u64 << 30) as f64;
+/// Smallest probability used in training, so the loss stays finite.
+const MIN_PROBABILITY: f64 = 1e-9;
+
+/// Learned Laplace parameters per quality level and row.
+#[derive(Debug)]
+pub struct EntropyModel {
+    /// Location of each row at each level, `[levels, rank]`.
+    pub location: Tensor,
+    /// Log scale of each row at each level, `[levels, rank]`.
+    pub log_scale: Tensor,
+}
+
+impl EntropyModel {
+    /// Creates the variables under `p` (`location`, `log_scale`).
+    pub fn new(p: &nn::Path, levels: usize, rank: usize) -> EntropyModel {
+        EntropyModel {
+            location: p.zeros("location", &[levels as i64, rank as i64]),
+            log_scale: p.zeros("log_scale", &[levels as i64, rank as i64]),
+        }
+    }
+
+    /// Bits of each instance's V, `[batch]`, given V `[batch, rank, width]` (already
+    /// perturbed or rounded), each instance's step `[batch]` and quality level `[batch]`:
+    /// the negative log2 of the Laplace mass of the step-wide bin around every element.
+    pub fn bits(&self, v: &Tensor, steps: &Tensor, levels: &Tensor) -> Tensor {
+        let loc = self.location.index_select(0, levels).unsqueeze(-1);
+        let scale = self.log_scale.index_select(0, levels).exp().unsqueeze(-1);
+        let step = steps.reshape([-1, 1, 1]);
+        let half = &step * 0.5;
+        let x = (v - loc).abs();
+        // Outside the central bin: log p = ln(1/2) - (x - h)/b + ln(1 - exp(-step/b)),
+        // exact in the log domain. Inside: p = 1 - (exp(-(h-x)/b) + exp(-(h+x)/b)) / 2.
+        // Each branch sees x clamped to its own side so the other cannot produce NaN.
+        let x_tail = x.maximum(&half);
+        let log_tail = -std::f64::consts::LN_2 - (&x_tail - &half) / &scale
+            + (-(-(&step / &scale)).expm1())
+                .clamp_min(MIN_PROBABILITY)
+                .log();
+        let x_centre = x.minimum(&half);
+        let p_centre: Tensor = 1.0
+            - ((-(&half - &x_centre) / &scale).exp() + (-(&half + &x_centre) / &scale).exp()) * 0.5;
+        let log_centre = p_centre.clamp_min(MIN_PROBABILITY).log();
+        let log_p = log_centre.where_self(&x.lt_tensor(&half), &log_tail);
+        (-log_p / std::f64::consts::LN_2).sum_dim_intlist(&[1i64, 2][..], false, Kind::Float)
+    }
+
+    /// The location and scale of each row at `level` as plain numbers.
+    pub fn parameters(&self, level: usize) -> Vec<(f64, f64)> {
+        let plain = |t: Tensor| {
+            Vec::<f64>::try_from(
+                t.get(level as i64)
+                    .detach()
+                    .to_kind(Kind::Double)
+                    .to_device(tch::Device::Cpu),
+            )
+            .expect("f64 values")
+        };
+        let loc = plain(self.location.shallow_clone());
+        let scale = plain(self.log_scale.exp());
+        loc.into_iter().zip(scale).collect()
+    }
+}
+
+/// Mass of the Laplace(`location`, `scale`) density on `[q*step - step/2, q*step + step/2]`.
+pub fn laplace_bin_mass(q: i64, step: f64, location: f64, scale: f64) -> f64 {
+    let x = (q as f64 * step - location).abs();
+    let half = step / 2.0;
+    if x >= half {
+        0.5 * (-(x - half) / scale).exp() * (-(-step / scale).exp_m1())
+    } else {
+        1.0 - 0.5 * ((-(half - x) / scale).exp() + (-(half + x) / scale).exp())
+    }
+}
+
+/// The integer table of one row at one step (spec/model-pack.md §5): counts of the
+/// values within `max_half_width` steps (and 12 scales) of the location, then the
+/// escape count carrying the rest of the mass. Every count is at least 1.
+pub fn frequency_table(
+    location: f64,
+    scale: f64,
+    step: f64,
+    max_half_width: usize,
+) -> FrequencyTable {
+    let centre = (location / step).round() as i64;
+    let half = ((12.0 * scale / step).ceil() as i64).clamp(2, max_half_width as i64);
+    let mut inside = 0.0;
+    let mut counts: Vec<u32> = (centre - half..=centre + half)
+        .map(|q| {
+            let p = laplace_bin_mass(q, step, location, scale);
+            inside += p;
+            (p * COUNT_SCALE).round().clamp(1.0, COUNT_SCALE) as u32
+        })
+        .collect();
+    counts.push((((1.0 - inside).max(0.0)) * COUNT_SCALE).round().max(1.0) as u32);
+    // A table whose values would leave i32 is moved inward; the escape covers the rest.
+    let lowest = i64::from(i32::MIN);
+    let highest_start = i64::from(i32::MAX) - 2 * half;
+    let min = (centre - half).clamp(lowest, highest_start) as i32;
+    FrequencyTable { min, counts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bin_masses_sum_to_one() {
+        for (step, loc, scale) in [(0.5, 0.1, 0.3), (0.05, -0.2, 1.0), (1.0, 0.0, 0.01)] {
+            let total: f64 = (-20_000..=20_000)
+                .map(|q| laplace_bin_mass(q, step, loc, scale))
+                .sum();
+            assert!((total - 1.0).abs() < 1e-9, "{total}");
+        }
+    }
+
+    #[test]
+    fn training_bits_match_the_exported_masses() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let mut model = EntropyModel::new(&vs.root(), 2, 2);
+        tch::no_grad(|| {
+            model
+                .location
+                .copy_(&Tensor::from_slice(&[9.0f32, 9.0, 0.1, -0.3]).reshape([2, 2]));
+            model.log_scale.copy_(
+                &Tensor::from_slice(&[0.0f32, 0.0, 0.2f32.ln(), 1.5f32.ln()]).reshape([2, 2]),
+            );
+        });
+        // Bin centres, as after rounding at export.
+        let values = [0.0f32, 0.5, -0.5, 3.0, 1.0, -2.0];
+        let v = Tensor::from_slice(&values).reshape([1, 2, 3]);
+        let step = 0.5;
+        let level = Tensor::from_slice(&[1i64]);
+        let bits =
+            f64::try_from(model.bits(&v, &Tensor::from_slice(&[step as f32]), &level)).unwrap();
+        let want: f64 = values
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                let (loc, scale) = [(0.1, 0.2), (-0.3, 1.5)][i / 3];
+                -laplace_bin_mass((f64::from(x) / step).round() as i64, step, loc, scale).log2()
+            })
+            .sum();
+        assert!((bits - want).abs() < 1e-3 * want, "{bits} vs {want}");
+    }
+
+    #[test]
+    fn tables_cover_the_mass_and_stay_codable() {
+        let t = frequency_table(0.3, 0.5, 0.125, 64);
+        assert_eq!(t.counts.len(), 2 * 48 + 2);
+        assert!(t.counts.iter().all(|&c| c >= 1));
+        let narrow = frequency_table(0.0, 10.0, 0.01, 16);
+        assert_eq!(narrow.min, -16);
+        // Most of a wide distribution escapes the narrow table.
+        assert!(*narrow.counts.last().unwrap() as f64 > 0.9 * COUNT_SCALE);
+        ipc_codec::entropy::SymbolModel::new(&narrow).unwrap();
+    }
+}

@@ -1,0 +1,132 @@
+//! Export of a trained model into a model pack (spec/model-pack.md): the synthesis
+//! network as stored (the decoder applies weight normalisation), the encoder tensors
+//! under `encoder.*`, and the entropy model as integer tables per quality level.
+
+use ipc_codec::pack::{
+    EntropyTables, Linear, ModulatedLinear, PackConfig, PackContents, PackError, QualityLevel,
+    PACK_FORMAT_VERSION,
+};
+use tch::{nn, Kind, Tensor};
+
+use crate::entropy::frequency_table;
+use crate::model::IpcModel;
+
+/// The quantisation step a level really uses: its Q16.16 value in the pack
+/// (spec/bitstream.md §3.4). Training uses the same value.
+pub fn step_q16(step: f64) -> u32 {
+    (step * 65536.0).round().clamp(1.0, u32::MAX as f64) as u32
+}
+
+/// The step of a level as the decoder sees it.
+pub fn effective_step(step: f64) -> f64 {
+    f64::from(step_q16(step)) / 65536.0
+}
+
+/// A tensor's values as f32 in row-major order.
+pub fn values(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(
+        t.detach()
+            .to_device(tch::Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .flatten(0, -1),
+    )
+    .expect("f32 tensor")
+}
+
+/// Builds the pack contents of a model; `vs` must be the store the model was built in.
+pub fn pack_contents(
+    model: &IpcModel,
+    vs: &nn::VarStore,
+    description: &str,
+) -> Result<PackContents, PackError> {
+    let cfg = &model.config;
+    let m = &cfg.model;
+    let image = cfg.channels() == 3;
+    let config = PackConfig {
+        format_version: PACK_FORMAT_VERSION,
+        name: cfg.name.clone(),
+        modality: cfg.modality.clone(),
+        coord_dim: if image { 2 } else { 1 },
+        out_channels: cfg.channels(),
+        frequencies: m.frequencies,
+        width: m.width,
+        layers: m.layers,
+        modulated_layer: m.modulated_layer,
+        rank: m.rank,
+        tile_width: m.tile[0],
+        tile_height: m.tile[1],
+        output_offset: if image { 0.5 } else { 0.0 },
+        weight_norm: true,
+        sample_rate: m.sample_rate,
+        quality_levels: cfg
+            .rate
+            .levels
+            .iter()
+            .map(|l| QualityLevel {
+                step_q16: step_q16(l.step),
+                label: format!("lambda={}", l.lambda),
+            })
+            .collect(),
+        description: description.to_string(),
+    };
+    let layer_shape = |l: usize| config.layer_shape(l);
+    let mut layers = Vec::with_capacity(m.layers);
+    let mut modulated = None;
+    for (l, dense) in model.layers.iter().enumerate() {
+        let (inputs, outputs) = layer_shape(l);
+        if l == m.modulated_layer {
+            modulated = Some(ModulatedLinear {
+                inputs,
+                outputs,
+                rank: m.rank,
+                u: values(&dense.weight),
+                bias: values(&dense.bias),
+            });
+            layers.push(None);
+        } else {
+            layers.push(Some(Linear {
+                inputs,
+                outputs,
+                weight: values(&dense.weight),
+                bias: values(&dense.bias),
+            }));
+        }
+    }
+    let levels = cfg
+        .rate
+        .levels
+        .iter()
+        .enumerate()
+        .map(|(l, level)| {
+            let step = effective_step(level.step);
+            model
+                .entropy
+                .parameters(l)
+                .iter()
+                .map(|&(loc, scale)| frequency_table(loc, scale, step, cfg.rate.table_half_width))
+                .collect()
+        })
+        .collect();
+    let contexts = (0..m.rank * m.width)
+        .map(|i| (i / m.width) as u16)
+        .collect();
+    let mut extra: Vec<(String, Vec<usize>, Vec<f32>)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("encoder."))
+        .map(|(name, t)| {
+            let shape = t.size().iter().map(|&d| d as usize).collect();
+            (name, shape, values(&t))
+        })
+        .collect();
+    extra.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(PackContents {
+        config,
+        frequencies: model.frequencies.clone(),
+        layers,
+        modulated: modulated.expect("modulated layer exists"),
+        entropy: EntropyTables { contexts, levels },
+        extra,
+    })
+}

@@ -1,0 +1,416 @@
+//! The IPC model in tch: Fourier features, the weight-normalised MLP with the modulated
+//! layer `W = U V` (METHOD.md; spec/model-pack.md §4), the transformer hypernetwork and
+//! the meta-learned initial V0 with its CAVIA inner loop.
+//!
+//! Variable names follow the pack's tensor names (`layers.{l}.weight` with shape
+//! `[inputs, outputs]`, `layers.{m}.u`, `encoder.*`), so export is a copy.
+
+use ipc_codec::synthesis::{coordinate, fourier_features};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::config::{Method, TrainConfig};
+use crate::entropy::EntropyModel;
+
+/// Smallest column norm used in weight normalisation; a zero column stays zero, as in
+/// the decoder (spec/model-pack.md §4.2).
+const NORM_FLOOR: f64 = 1e-12;
+
+/// Fixed log-spaced Fourier frequencies from 1 to `max_frequency` (METHOD.md).
+pub fn log_spaced_frequencies(count: usize, max_frequency: f64) -> Vec<f32> {
+    (0..count)
+        .map(|k| {
+            if count == 1 {
+                1.0
+            } else {
+                max_frequency.powf(k as f64 / (count - 1) as f64) as f32
+            }
+        })
+        .collect()
+}
+
+/// Fourier features of every sample of a tile, `[samples, 2 * axes * K]`, computed by
+/// the decoder's own function so training and decoding see the same inputs.
+pub fn tile_features(frequencies: &[f32], tile: [usize; 2], coord_dim: usize) -> Vec<f32> {
+    let [tw, th] = tile;
+    let dim = 2 * coord_dim * frequencies.len();
+    let mut out = vec![0f32; tw * th * dim];
+    for (s, row) in out.chunks_exact_mut(dim).enumerate() {
+        let coords: Vec<f64> = if coord_dim == 1 {
+            vec![coordinate(s, tw)]
+        } else {
+            vec![coordinate(s / tw, th), coordinate(s % tw, tw)]
+        };
+        fourier_features(&coords, frequencies, row);
+    }
+    out
+}
+
+/// Scales each column (output unit) of an `[inputs, outputs]` weight to unit L2 norm.
+pub fn normalise_columns(w: &Tensor) -> Tensor {
+    let norm = w
+        .square()
+        .sum_dim_intlist(&[-2i64][..], true, Kind::Float)
+        .sqrt()
+        .clamp_min(NORM_FLOOR);
+    w / norm
+}
+
+/// A dense layer `y = x W + b`, W stored `[inputs, outputs]`.
+#[derive(Debug)]
+pub struct Dense {
+    /// `[inputs, outputs]`.
+    pub weight: Tensor,
+    /// `[outputs]`.
+    pub bias: Tensor,
+}
+
+impl Dense {
+    fn new(p: &nn::Path, inputs: usize, outputs: usize) -> Dense {
+        let bound = 1.0 / (inputs as f64).sqrt();
+        Dense {
+            weight: p.var(
+                "weight",
+                &[inputs as i64, outputs as i64],
+                nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            ),
+            bias: p.zeros("bias", &[outputs as i64]),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.matmul(&self.weight) + &self.bias
+    }
+}
+
+/// Layer normalisation over the last dimension with a learned gain and offset.
+#[derive(Debug)]
+pub struct LayerNorm {
+    /// Gain.
+    pub weight: Tensor,
+    /// Offset.
+    pub bias: Tensor,
+    dim: i64,
+}
+
+impl LayerNorm {
+    fn new(p: &nn::Path, dim: usize) -> LayerNorm {
+        LayerNorm {
+            weight: p.ones("weight", &[dim as i64]),
+            bias: p.zeros("bias", &[dim as i64]),
+            dim: dim as i64,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.layer_norm(
+            [self.dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            1e-5,
+            false,
+        )
+    }
+}
+
+/// A pre-LayerNorm transformer block.
+#[derive(Debug)]
+struct Block {
+    ln1: LayerNorm,
+    qkv: Dense,
+    proj: Dense,
+    ln2: LayerNorm,
+    fc1: Dense,
+    fc2: Dense,
+    heads: i64,
+}
+
+impl Block {
+    fn new(p: &nn::Path, dim: usize, heads: usize) -> Block {
+        Block {
+            ln1: LayerNorm::new(&(p / "ln1"), dim),
+            qkv: Dense::new(&(p / "qkv"), dim, 3 * dim),
+            proj: Dense::new(&(p / "proj"), dim, dim),
+            ln2: LayerNorm::new(&(p / "ln2"), dim),
+            fc1: Dense::new(&(p / "fc1"), dim, 4 * dim),
+            fc2: Dense::new(&(p / "fc2"), 4 * dim, dim),
+            heads: heads as i64,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let (b, t, dim) = x.size3().expect("[batch, tokens, dim]");
+        let dh = dim / self.heads;
+        let qkv = self
+            .qkv
+            .forward(&self.ln1.forward(x))
+            .reshape([b, t, 3, self.heads, dh])
+            .permute([2, 0, 3, 1, 4]);
+        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let attn = (q.matmul(&k.transpose(-2, -1)) / (dh as f64).sqrt()).softmax(-1, Kind::Float);
+        let y = attn.matmul(&v).permute([0, 2, 1, 3]).reshape([b, t, dim]);
+        let x = x + self.proj.forward(&y);
+        let h = self
+            .fc2
+            .forward(&self.fc1.forward(&self.ln2.forward(&x)).gelu("none"));
+        x + h
+    }
+}
+
+/// The transformer hypernetwork: data tokens (patches or audio chunks) with learned
+/// positional embeddings, then `rank` learned weight tokens (plus a learned embedding
+/// of the quality level); each weight token's output goes through LayerNorm + Linear
+/// to one row of V (METHOD.md).
+#[derive(Debug)]
+pub struct HyperNet {
+    embed: Dense,
+    positions: Tensor,
+    weight_tokens: Tensor,
+    level_embedding: Tensor,
+    blocks: Vec<Block>,
+    out_norm: LayerNorm,
+    out: Dense,
+    patch: i64,
+    tile: [i64; 2],
+    channels: i64,
+}
+
+impl HyperNet {
+    fn new(p: &nn::Path, cfg: &TrainConfig) -> HyperNet {
+        let e = &cfg.encoder;
+        let [tw, th] = cfg.model.tile;
+        let (tokens, token_len) = if cfg.channels() == 3 {
+            ((tw / e.patch) * (th / e.patch), e.patch * e.patch * 3)
+        } else {
+            (tw / e.patch, e.patch)
+        };
+        let small = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        HyperNet {
+            embed: Dense::new(&(p / "embed"), token_len, e.dim),
+            positions: p.var("positions", &[tokens as i64, e.dim as i64], small),
+            weight_tokens: p.var(
+                "weight_tokens",
+                &[cfg.model.rank as i64, e.dim as i64],
+                small,
+            ),
+            level_embedding: p.var(
+                "level_embedding",
+                &[cfg.rate.levels.len() as i64, e.dim as i64],
+                small,
+            ),
+            blocks: (0..e.depth)
+                .map(|i| Block::new(&(p / "blocks" / i), e.dim, e.heads))
+                .collect(),
+            out_norm: LayerNorm::new(&(p / "out_norm"), e.dim),
+            out: Dense::new(&(p / "out"), e.dim, cfg.model.width),
+            patch: e.patch as i64,
+            tile: [tw as i64, th as i64],
+            channels: cfg.channels() as i64,
+        }
+    }
+
+    /// Splits `[batch, samples, channels]` tiles into `[batch, tokens, token_len]`.
+    fn tokens(&self, x: &Tensor) -> Tensor {
+        let b = x.size()[0];
+        let ps = self.patch;
+        let [tw, th] = self.tile;
+        if self.channels == 3 {
+            x.reshape([b, th / ps, ps, tw / ps, ps, 3])
+                .permute([0, 1, 3, 2, 4, 5])
+                .reshape([b, (th / ps) * (tw / ps), ps * ps * 3])
+        } else {
+            x.reshape([b, tw / ps, ps])
+        }
+    }
+
+    /// V for every tile, `[batch, rank, width]`, at the given quality levels `[batch]`.
+    pub fn forward(&self, x: &Tensor, levels: &Tensor) -> Tensor {
+        let b = x.size()[0];
+        let data = self.embed.forward(&self.tokens(x)) + &self.positions;
+        let weights = self.weight_tokens.unsqueeze(0)
+            + self.level_embedding.index_select(0, levels).unsqueeze(1);
+        let mut h = Tensor::cat(&[data, weights.expand([b, -1, -1], false)], 1);
+        for block in &self.blocks {
+            h = block.forward(&h);
+        }
+        let rank = self.weight_tokens.size()[0];
+        let t = h.size()[1];
+        self.out
+            .forward(&self.out_norm.forward(&h.narrow(1, t - rank, rank)))
+    }
+}
+
+/// The IPC model: synthesis network, V predictor and entropy model.
+#[derive(Debug)]
+pub struct IpcModel {
+    /// The configuration it was built from.
+    pub config: TrainConfig,
+    /// Fourier frequencies (fixed).
+    pub frequencies: Vec<f32>,
+    features: Tensor,
+    /// Every layer; the modulated one's `weight` holds U (`[inputs, rank]`).
+    pub layers: Vec<Dense>,
+    /// The hypernetwork, for `method = "hyper"`.
+    pub hyper: Option<HyperNet>,
+    /// The learned initial V, for `method = "meta"`.
+    pub v0: Option<Tensor>,
+    /// The learned entropy model of V.
+    pub entropy: EntropyModel,
+}
+
+impl IpcModel {
+    /// Creates the variables under `root` (names as in spec/model-pack.md §4).
+    pub fn new(root: &nn::Path, config: &TrainConfig) -> IpcModel {
+        let m = &config.model;
+        let coord_dim = if config.channels() == 3 { 2 } else { 1 };
+        let frequencies = log_spaced_frequencies(m.frequencies, m.max_frequency);
+        let feature_dim = 2 * coord_dim * m.frequencies;
+        let features = Tensor::from_slice(&tile_features(&frequencies, m.tile, coord_dim))
+            .reshape([config.tile_samples() as i64, feature_dim as i64])
+            .to_device(root.device());
+        let layers = (0..m.layers)
+            .map(|l| {
+                let inputs = if l == 0 { feature_dim } else { m.width };
+                let outputs = if l + 1 == m.layers {
+                    config.channels()
+                } else {
+                    m.width
+                };
+                let p = root / "layers" / l;
+                if l == m.modulated_layer {
+                    let bound = 1.0 / (inputs as f64).sqrt();
+                    Dense {
+                        weight: p.var(
+                            "u",
+                            &[inputs as i64, m.rank as i64],
+                            nn::Init::Uniform {
+                                lo: -bound,
+                                up: bound,
+                            },
+                        ),
+                        bias: p.zeros("bias", &[outputs as i64]),
+                    }
+                } else {
+                    Dense::new(&p, inputs, outputs)
+                }
+            })
+            .collect();
+        let encoder = root / "encoder";
+        let (hyper, v0) = match config.encoder.method {
+            Method::Hyper => (Some(HyperNet::new(&(&encoder / "hyper"), config)), None),
+            Method::Meta => (
+                None,
+                Some(encoder.var(
+                    "v0",
+                    &[m.rank as i64, m.width as i64],
+                    nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: 1.0,
+                    },
+                )),
+            ),
+        };
+        let entropy = EntropyModel::new(&(root / "entropy"), config.rate.levels.len(), m.rank);
+        IpcModel {
+            config: config.clone(),
+            frequencies,
+            features,
+            layers,
+            hyper,
+            v0,
+            entropy,
+        }
+    }
+
+    /// The device the variables live on.
+    pub fn device(&self) -> Device {
+        self.features.device()
+    }
+
+    /// Evaluates the network on every tile given its V, `[batch, rank, width]` ->
+    /// `[batch, samples, channels]` (spec/model-pack.md §4.2).
+    pub fn synthesize(&self, v: &Tensor) -> Tensor {
+        let m = &self.config.model;
+        let mut h = self.features.shallow_clone();
+        for layer in &self.layers[..m.modulated_layer] {
+            h = (h.matmul(&normalise_columns(&layer.weight)) + &layer.bias).relu();
+        }
+        let modulated = &self.layers[m.modulated_layer];
+        let u = &modulated.weight;
+        let hu = h.matmul(u);
+        let column_norm = u
+            .matmul(v)
+            .square()
+            .sum_dim_intlist(&[1i64][..], true, Kind::Float)
+            .sqrt()
+            .clamp_min(NORM_FLOOR);
+        let mut y = (hu.matmul(v) / column_norm + &modulated.bias).relu();
+        for (l, layer) in self.layers.iter().enumerate().skip(m.modulated_layer + 1) {
+            y = y.matmul(&normalise_columns(&layer.weight)) + &layer.bias;
+            if l + 1 < m.layers {
+                y = y.relu();
+            }
+        }
+        if self.config.channels() == 3 {
+            y + 0.5
+        } else {
+            y
+        }
+    }
+
+    /// Per-instance mean squared error, `[batch]`.
+    pub fn instance_mse(recon: &Tensor, target: &Tensor) -> Tensor {
+        (recon - target)
+            .square()
+            .mean_dim(&[1i64, 2][..], false, Kind::Float)
+    }
+
+    /// CAVIA inner loop from V0 (METHOD.md, the seed's Algorithm 1):
+    /// `V <- V - eps * ||V||_F^2 * grad_V L`, `steps` times. With `create_graph` the
+    /// outer update differentiates through the steps (second order).
+    pub fn adapt(&self, target: &Tensor, steps: usize, eps: f64, create_graph: bool) -> Tensor {
+        let v0 = self.v0.as_ref().expect("meta-learned model has v0");
+        let b = target.size()[0];
+        let mut v = v0.unsqueeze(0).expand([b, -1, -1], false);
+        for _ in 0..steps {
+            let loss = Self::instance_mse(&self.synthesize(&v), target).sum(Kind::Float);
+            let grad = Tensor::run_backward(&[&loss], &[&v], true, create_graph)
+                .pop()
+                .expect("one gradient");
+            let scale = v
+                .square()
+                .sum_dim_intlist(&[1i64, 2][..], true, Kind::Float);
+            let (grad, scale) = if create_graph {
+                (grad, scale)
+            } else {
+                (grad.detach(), scale.detach())
+            };
+            v = &v - grad * scale * eps;
+        }
+        v
+    }
+
+    /// V for a batch of tiles: the hypernetwork's prediction or the adapted V0. The meta
+    /// path takes gradients inside, so it must not run under `tch::no_grad`.
+    pub fn predict_v(&self, target: &Tensor, levels: &Tensor, train: bool) -> Tensor {
+        match (&self.hyper, self.config.encoder.method) {
+            (Some(hyper), Method::Hyper) if train => hyper.forward(target, levels),
+            (Some(hyper), Method::Hyper) => tch::no_grad(|| hyper.forward(target, levels)),
+            _ => {
+                let e = &self.config.encoder;
+                let create_graph = train && !e.first_order;
+                let v = self.adapt(target, e.inner_steps, e.inner_lr, create_graph);
+                if train {
+                    v
+                } else {
+                    v.detach()
+                }
+            }
+        }
+    }
+}

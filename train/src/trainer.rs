@@ -1,0 +1,445 @@
+//! The training loop: rate-aware optimisation of the IPC model (loss = MSE + lambda x
+//! bits per sample, one lambda per quality level, levels sampled per instance),
+//! held-out evaluation with real quantisation and real entropy coding, checkpoints
+//! and resume, and export of the pack.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ipc_codec::pack::synthetic::SplitMix64;
+use ipc_codec::pack::{ModelPack, PackContents};
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use crate::config::{QuantProxy, TrainConfig};
+use crate::data::{AudioSet, AudioSetOptions, DataError, ImageSet, ImageSetOptions};
+use crate::export::{effective_step, pack_contents, values};
+use crate::model::IpcModel;
+
+/// Errors of a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The training data could not be loaded.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// libtorch reported an error.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// The pack could not be built.
+    #[error("export: {0}")]
+    Pack(#[from] ipc_codec::PackError),
+    /// A checkpoint is unreadable or belongs to another configuration.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Writing an output failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Training diverged.
+    #[error("the loss became {0} at step {1}; lower train.lr")]
+    Diverged(f64, usize),
+}
+
+/// Options of one run, beyond the configuration.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Overrides `train.steps`.
+    pub steps: Option<usize>,
+    /// Where the pack is written.
+    pub out: PathBuf,
+    /// Checkpoint to resume from.
+    pub resume: Option<PathBuf>,
+    /// Device for libtorch.
+    pub device: Device,
+}
+
+/// Progress of a run, handed to the caller's reporter after every step.
+#[derive(Debug, Clone, Default)]
+pub struct StepStats {
+    /// Steps done.
+    pub step: usize,
+    /// Total steps.
+    pub total: usize,
+    /// Loss of the last step.
+    pub loss: f64,
+    /// PSNR (dB, peak 1) of the last batch with the quantisation proxy.
+    pub psnr: f64,
+    /// Model bits per element of V in the last batch.
+    pub bits_per_element: f64,
+}
+
+/// Held-out figures at one quality level, with V really rounded and entropy-coded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LevelEval {
+    /// Quality level.
+    pub level: usize,
+    /// Quantisation step.
+    pub step: f64,
+    /// Mean per-instance PSNR (dB) of the clamped reconstruction.
+    pub psnr: f64,
+    /// Coded bits per element of V (payload only).
+    pub bits_per_element: f64,
+    /// Coded bits per sample (per pixel for images), payload only.
+    pub bits_per_sample: f64,
+}
+
+/// Checkpoint metadata beside the weights.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointMeta {
+    name: String,
+    step: usize,
+    rng: u64,
+    config: TrainConfig,
+}
+
+enum Dataset {
+    Image(ImageSet),
+    Audio(AudioSet),
+}
+
+impl Dataset {
+    fn load(config: &TrainConfig) -> Result<Dataset, DataError> {
+        let d = &config.data;
+        if config.channels() == 3 {
+            let opts = ImageSetOptions {
+                max_short_side: d.max_short_side,
+                holdout_fraction: d.holdout_fraction,
+                min_height: config.model.tile[1],
+                min_width: config.model.tile[0],
+                ..ImageSetOptions::default()
+            };
+            let set = ImageSet::load(&d.dir, &opts)?;
+            set.check_tile(config.model.tile[1], config.model.tile[0])?;
+            Ok(Dataset::Image(set))
+        } else {
+            let opts = AudioSetOptions {
+                sample_rate: config.model.sample_rate.unwrap_or(16_000),
+                holdout_fraction: d.holdout_fraction,
+            };
+            Ok(Dataset::Audio(AudioSet::load(&d.dir, &opts)?))
+        }
+    }
+
+    fn batch(&self, rng: &mut SplitMix64, n: usize, tile: [usize; 2], out: &mut Vec<f32>) {
+        match self {
+            Dataset::Image(s) => s.sample_batch(rng, n, tile[1], tile[0], out),
+            Dataset::Audio(s) => s.sample_batch(rng, n, tile[0], out),
+        }
+    }
+
+    fn holdout(&self, tile: [usize; 2], max: usize) -> Vec<f32> {
+        match self {
+            Dataset::Image(s) => s.holdout_tiles(tile[1], tile[0], max),
+            Dataset::Audio(s) => s.holdout_chunks(tile[0], max),
+        }
+    }
+}
+
+/// A model with its variables and optimiser.
+pub struct Trainer {
+    /// The configuration.
+    pub config: TrainConfig,
+    /// All variables.
+    pub vs: nn::VarStore,
+    /// The model.
+    pub model: IpcModel,
+    optimizer: nn::Optimizer,
+    rng: SplitMix64,
+    /// Steps done.
+    pub step: usize,
+}
+
+impl Trainer {
+    /// A freshly initialised model (seeded).
+    pub fn new(config: &TrainConfig, device: Device) -> Result<Trainer, TrainError> {
+        tch::manual_seed(config.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let model = IpcModel::new(&vs.root(), config);
+        let optimizer = nn::Adam::default().build(&vs, config.train.lr)?;
+        Ok(Trainer {
+            config: config.clone(),
+            vs,
+            model,
+            optimizer,
+            rng: SplitMix64(config.seed ^ 0x5eed_da7a),
+            step: 0,
+        })
+    }
+
+    /// One optimisation step on a batch `[batch, samples, channels]`.
+    pub fn train_step(&mut self, batch: &Tensor) -> StepStats {
+        let cfg = &self.config;
+        let device = self.vs.device();
+        let n = batch.size()[0];
+        let level_ids: Vec<i64> = (0..n)
+            .map(|_| (self.rng.next_u64() % cfg.rate.levels.len() as u64) as i64)
+            .collect();
+        let steps: Vec<f32> = level_ids
+            .iter()
+            .map(|&l| effective_step(cfg.rate.levels[l as usize].step) as f32)
+            .collect();
+        let lambdas: Vec<f32> = level_ids
+            .iter()
+            .map(|&l| cfg.rate.levels[l as usize].lambda as f32)
+            .collect();
+        let levels = Tensor::from_slice(&level_ids).to_device(device);
+        let steps = Tensor::from_slice(&steps).to_device(device);
+        let lambdas = Tensor::from_slice(&lambdas).to_device(device);
+
+        let v = self.model.predict_v(batch, &levels, true);
+        let step3 = steps.reshape([-1, 1, 1]);
+        let v_hat = match cfg.rate.proxy {
+            QuantProxy::Noise => &v + (v.rand_like() - 0.5) * &step3,
+            QuantProxy::Ste => {
+                let rounded = (&v / &step3).round() * &step3;
+                &v + (rounded - &v).detach()
+            }
+        };
+        let recon = self.model.synthesize(&v_hat);
+        let mse = IpcModel::instance_mse(&recon, batch);
+        let bits = self.model.entropy.bits(&v_hat, &steps, &levels);
+        let samples = cfg.tile_samples() as f64;
+        let loss = (&mse + &lambdas * (&bits / samples)).mean(Kind::Float);
+        self.optimizer.backward_step(&loss);
+        self.step += 1;
+        let elements = (cfg.model.rank * cfg.model.width) as f64;
+        StepStats {
+            step: self.step,
+            total: 0,
+            loss: f64::try_from(&loss).unwrap_or(f64::NAN),
+            psnr: -10.0
+                * f64::try_from(mse.mean(Kind::Float))
+                    .unwrap_or(f64::NAN)
+                    .log10(),
+            bits_per_element: f64::try_from(bits.mean(Kind::Float)).unwrap_or(f64::NAN) / elements,
+        }
+    }
+
+    /// Held-out evaluation at every quality level: V rounded to the level's step and
+    /// entropy-coded with the tables the pack would carry now.
+    pub fn evaluate(&self, holdout: &[f32]) -> Result<Vec<LevelEval>, TrainError> {
+        let cfg = &self.config;
+        let per = cfg.tile_samples() * cfg.channels();
+        let count = holdout.len() / per;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let contents = pack_contents(&self.model, &self.vs, "evaluation")?;
+        let pack = ModelPack::from_safetensors(&contents.to_safetensors()?)?;
+        let target = Tensor::from_slice(holdout)
+            .reshape([
+                count as i64,
+                cfg.tile_samples() as i64,
+                cfg.channels() as i64,
+            ])
+            .to_device(self.vs.device());
+        let mut out = Vec::new();
+        for (level, lc) in cfg.rate.levels.iter().enumerate() {
+            let step = effective_step(lc.step);
+            let levels = Tensor::full(
+                [count as i64],
+                level as i64,
+                (Kind::Int64, self.vs.device()),
+            );
+            let v = self.model.predict_v(&target, &levels, false);
+            let (q, psnr) = tch::no_grad(|| {
+                let q = (&v / step).round();
+                let mut recon = self.model.synthesize(&(&q * step));
+                if cfg.channels() == 3 {
+                    recon = recon.clamp(0.0, 1.0);
+                } else {
+                    recon = recon.clamp(-1.0, 1.0);
+                }
+                let mse = IpcModel::instance_mse(&recon, &target).clamp_min(1e-10);
+                let psnr =
+                    f64::try_from((mse.log10() * -10.0).mean(Kind::Float)).unwrap_or(f64::NAN);
+                (q, psnr)
+            });
+            let q: Vec<i32> = values(&q).iter().map(|&x| x as i32).collect();
+            let model = pack.v_model(level).expect("level exists");
+            let bytes = model.encode(&q).map_err(ipc_codec::PackError::from)?.len() as f64;
+            out.push(LevelEval {
+                level,
+                step,
+                psnr,
+                bits_per_element: bytes * 8.0 / q.len() as f64,
+                bits_per_sample: bytes * 8.0 / (count * cfg.tile_samples()) as f64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The pack contents of the model as it is now.
+    pub fn export(&self, description: &str) -> Result<PackContents, TrainError> {
+        Ok(pack_contents(&self.model, &self.vs, description)?)
+    }
+
+    /// Writes the weights (safetensors) and the run state beside them (JSON), each
+    /// atomically.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<(), TrainError> {
+        let tmp = path.with_extension("tmp.safetensors");
+        self.vs.save(&tmp)?;
+        rename(&tmp, path)?;
+        let meta = CheckpointMeta {
+            name: self.config.name.clone(),
+            step: self.step,
+            rng: self.rng.0,
+            config: self.config.clone(),
+        };
+        let json = serde_json_string(&meta);
+        write_atomic(&meta_path(path), json.as_bytes())
+    }
+
+    /// Restores weights and run state. The optimiser's moments restart from zero.
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<(), TrainError> {
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::fs::read_to_string(meta_path(path))
+            .map_err(|e| bad(format!("state file: {e}")))?;
+        let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if meta.config.model != self.config.model || meta.config.encoder != self.config.encoder {
+            return Err(bad(
+                "it was trained with another model or encoder configuration".into(),
+            ));
+        }
+        self.vs.load(path).map_err(|e| bad(e.to_string()))?;
+        self.step = meta.step;
+        self.rng = SplitMix64(meta.rng);
+        Ok(())
+    }
+}
+
+fn meta_path(checkpoint: &Path) -> PathBuf {
+    checkpoint.with_extension("json")
+}
+
+fn serde_json_string<T: Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).expect("serialisable") + "\n"
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), TrainError> {
+    std::fs::rename(from, to).map_err(|source| TrainError::Write {
+        path: to.to_owned(),
+        source,
+    })
+}
+
+/// Writes a file through a temporary sibling and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let tmp = path.with_extension("tmp");
+    let io = |source| TrainError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    rename(&tmp, path)
+}
+
+/// Report of a finished run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Steps trained in total.
+    pub steps: usize,
+    /// Steps per second in this run.
+    pub steps_per_second: f64,
+    /// Training instances per second in this run.
+    pub instances_per_second: f64,
+    /// Final held-out figures per quality level.
+    pub eval: Vec<LevelEval>,
+    /// The pack id written.
+    pub pack_id: String,
+    /// Pack file size in bytes.
+    pub pack_bytes: usize,
+}
+
+/// Trains as the configuration says, reporting after every step and evaluation, and
+/// writes the pack to `options.out` (atomically) with a checkpoint beside it.
+pub fn run(
+    config: &TrainConfig,
+    options: &RunOptions,
+    mut on_step: impl FnMut(&StepStats),
+    mut on_eval: impl FnMut(usize, &[LevelEval]),
+) -> Result<RunReport, TrainError> {
+    if config.train.threads > 0 {
+        tch::set_num_threads(config.train.threads as i32);
+    }
+    let data = Dataset::load(config)?;
+    let holdout = data.holdout(config.model.tile, config.train.eval_instances);
+    let mut trainer = Trainer::new(config, options.device)?;
+    if let Some(resume) = &options.resume {
+        trainer.load_checkpoint(resume)?;
+    }
+    let total = options.steps.unwrap_or(config.train.steps);
+    let checkpoint = options.out.with_extension("ckpt.safetensors");
+    let mut batch = Vec::new();
+    let mut last_eval = None;
+    let started = Instant::now();
+    let first_step = trainer.step;
+    while trainer.step < total {
+        data.batch(
+            &mut trainer.rng,
+            config.train.batch,
+            config.model.tile,
+            &mut batch,
+        );
+        let x = Tensor::from_slice(&batch)
+            .reshape([
+                config.train.batch as i64,
+                config.tile_samples() as i64,
+                config.channels() as i64,
+            ])
+            .to_device(options.device);
+        let mut stats = trainer.train_step(&x);
+        stats.total = total;
+        if !stats.loss.is_finite() {
+            return Err(TrainError::Diverged(stats.loss, trainer.step));
+        }
+        on_step(&stats);
+        if trainer.step % config.train.eval_every == 0 || trainer.step == total {
+            let eval = trainer.evaluate(&holdout)?;
+            on_eval(trainer.step, &eval);
+            last_eval = Some(eval);
+        }
+        if trainer.step % config.train.checkpoint_every == 0 {
+            trainer.save_checkpoint(&checkpoint)?;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    let done = (trainer.step - first_step) as f64;
+    trainer.save_checkpoint(&checkpoint)?;
+    // A run resumed at its last step trains nothing and still reports figures.
+    let eval = match last_eval {
+        Some(eval) => eval,
+        None => trainer.evaluate(&holdout)?,
+    };
+    let description = format!(
+        "trained by ipc-train for {} steps (config {:?}, seed {})",
+        trainer.step, config.name, config.seed
+    );
+    let contents = trainer.export(&description)?;
+    let file = contents.to_pack_file()?;
+    let pack = ModelPack::from_pack_file(&file)?;
+    write_atomic(&options.out, &file)?;
+    Ok(RunReport {
+        steps: trainer.step,
+        steps_per_second: done / elapsed,
+        instances_per_second: done * config.train.batch as f64 / elapsed,
+        eval,
+        pack_id: pack.id().to_string(),
+        pack_bytes: file.len(),
+    })
+}
