@@ -108,6 +108,10 @@ pub struct TrainArgs {
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: String,
 
+    /// CPU threads for libtorch (overrides train.threads; 0: all cores)
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
     /// Write the final held-out figures and throughput as JSON to this file
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,

@@ -24,7 +24,10 @@ fn eval_lines(step: usize, eval: &[LevelEval], image: bool) -> String {
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let config = TrainConfig::load(&args.config).map_err(|e| Failure::usage(e.to_string()))?;
+    let mut config = TrainConfig::load(&args.config).map_err(|e| Failure::usage(e.to_string()))?;
+    if let Some(threads) = args.threads {
+        config.train.threads = threads;
+    }
     let choice: DeviceChoice = args
         .device
         .parse()

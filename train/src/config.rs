@@ -193,7 +193,7 @@ pub struct ScheduleConfig {
     pub steps: usize,
     /// Instances (tiles or chunks) per step.
     pub batch: usize,
-    /// Adam learning rate.
+    /// Adam learning rate (a tenth of it for the last tenth of the steps).
     pub lr: f64,
     /// Steps between held-out evaluations.
     #[serde(default = "default_eval_every")]

@@ -403,6 +403,13 @@ pub fn run(
                 config.channels() as i64,
             ])
             .to_device(options.device);
+        // The last tenth of the schedule runs at a tenth of the learning rate.
+        let lr = if trainer.step * 10 >= total * 9 {
+            config.train.lr * 0.1
+        } else {
+            config.train.lr
+        };
+        trainer.optimizer.set_lr(lr);
         let mut stats = trainer.train_step(&x);
         stats.total = total;
         if !stats.loss.is_finite() {
