@@ -74,6 +74,26 @@ impl Geometry {
         }
     }
 
+    /// Tiles along x and y for a tile size (audio: chunks per channel and channels)
+    /// (spec/bitstream.md §4).
+    pub fn tile_grid(&self, tile_width: u64, tile_height: u64) -> (u64, u64) {
+        match *self {
+            Geometry::Image { width, height, .. } => (
+                u64::from(width).div_ceil(tile_width),
+                u64::from(height).div_ceil(tile_height),
+            ),
+            Geometry::Audio {
+                frames, channels, ..
+            } => (u64::from(frames).div_ceil(tile_width), u64::from(channels)),
+        }
+    }
+
+    /// Total number of tiles for a tile size, each carrying one V.
+    pub fn tile_count(&self, tile_width: u64, tile_height: u64) -> u64 {
+        let (nx, ny) = self.tile_grid(tile_width, tile_height);
+        nx * ny
+    }
+
     /// Decoded samples over all channels: pixels x channels, or frames x channels.
     pub fn sample_count(&self) -> u64 {
         match *self {
@@ -117,23 +137,14 @@ impl Header {
 
     /// Tiles along x and y (audio: chunks per channel and channels) (spec/bitstream.md §4).
     pub fn tile_grid(&self) -> (u64, u64) {
-        let tw = u64::from(self.tile_width);
-        let th = u64::from(self.tile_height);
-        match self.geometry {
-            Geometry::Image { width, height, .. } => (
-                u64::from(width).div_ceil(tw),
-                u64::from(height).div_ceil(th),
-            ),
-            Geometry::Audio {
-                frames, channels, ..
-            } => (u64::from(frames).div_ceil(tw), u64::from(channels)),
-        }
+        self.geometry
+            .tile_grid(self.tile_width.into(), self.tile_height.into())
     }
 
     /// Total number of tiles, each carrying one V (spec/bitstream.md §4).
     pub fn tile_count(&self) -> u64 {
-        let (nx, ny) = self.tile_grid();
-        nx * ny
+        self.geometry
+            .tile_count(self.tile_width.into(), self.tile_height.into())
     }
 
     /// Total file length implied by the header.

@@ -275,18 +275,7 @@ fn decode_value(coder: &mut DefaultRangeDecoder, model: &SymbolModel) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// SplitMix64, for reproducible test data.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-    }
+    use crate::pack::synthetic::SplitMix64;
 
     fn laplace_table(min: i32, len: usize, decay_num: u64) -> FrequencyTable {
         let centre = (-min) as usize;
@@ -334,7 +323,7 @@ mod tests {
 
     #[test]
     fn random_v_of_every_shape_round_trips_exactly() {
-        let mut rng = Rng(42);
+        let mut rng = SplitMix64(42);
         for (rank, width, tables) in [(1, 1, 1), (2, 3, 2), (8, 32, 8), (4, 128, 1), (16, 64, 16)] {
             let contexts: Vec<u16> = (0..rank * width)
                 .map(|i| (i / width % tables) as u16)
@@ -346,10 +335,10 @@ mod tests {
             for tiles in [1, 3, 17] {
                 let values: Vec<i32> = (0..tiles * rank * width)
                     .map(|_| {
-                        let r = rng.next();
+                        let r = rng.next_u64();
                         match r % 10 {
                             // Mostly small values, sometimes far outside every table.
-                            0 => (rng.next() as i32) >> (r % 31),
+                            0 => (rng.next_u64() as i32) >> (r % 31),
                             _ => (r >> 8) as i32 % 9 - 4,
                         }
                     })
@@ -413,10 +402,10 @@ mod tests {
             &[laplace_table(-3, 7, 400), laplace_table(0, 2, 100)],
         )
         .unwrap();
-        let mut rng = Rng(7);
+        let mut rng = SplitMix64(7);
         for len in [0usize, 4, 8, 64, 400] {
             for _ in 0..50 {
-                let payload: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let payload: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
                 let _ = model.decode(&payload, 200);
             }
         }

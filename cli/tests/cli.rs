@@ -91,15 +91,7 @@ impl Fixture {
     /// Encodes seeded pseudo-random V for `geometry` at quality level 1.
     fn encode(&self, geometry: Geometry, seed: u64) -> Vec<u8> {
         let cfg = self.pack.config();
-        let (tw, th) = (cfg.tile_width as u64, cfg.tile_height as u64);
-        let tiles = match geometry {
-            Geometry::Image { width, height, .. } => {
-                u64::from(width).div_ceil(tw) * u64::from(height).div_ceil(th)
-            }
-            Geometry::Audio {
-                frames, channels, ..
-            } => u64::from(frames).div_ceil(tw) * u64::from(channels),
-        };
+        let tiles = geometry.tile_count(cfg.tile_width as u64, cfg.tile_height as u64);
         let mut rng = SplitMix64(seed);
         let v: Vec<i32> = (0..tiles as usize * cfg.rank * cfg.width)
             .map(|_| (rng.next_u64() % 9) as i32 - 4)

@@ -135,17 +135,9 @@ pub fn write_all(dir: &Path) {
         } else {
             &packs.audio
         };
-        let per_tile = pack.config().rank * pack.config().width;
-        let probe = Header {
-            pack_id: pack.id(),
-            geometry,
-            tile_width: pack.config().tile_width as u16,
-            tile_height: pack.config().tile_height as u16,
-            step_q16: 1,
-            quality_level: level,
-            payload_len: 0,
-        };
-        let v = random_v(&mut rng, probe.tile_count() as usize * per_tile, escapes);
+        let cfg = pack.config();
+        let tiles = geometry.tile_count(cfg.tile_width as u64, cfg.tile_height as u64);
+        let v = random_v(&mut rng, tiles as usize * cfg.rank * cfg.width, escapes);
         let file = encode_quantised(pack, geometry, level, step, &v).unwrap();
         let decoded = Decoder::with_options(
             pack,
@@ -175,7 +167,7 @@ pub fn write_all(dir: &Path) {
             "kind": geometry.modality().name(),
             "sha256": sha256_hex(&file),
             "bytes": file.len(),
-            "tiles": probe.tile_count(),
+            "tiles": tiles,
             "v_sha256": sha256_hex(&v_bytes),
             "expected": format!("{name}.expected.raw"),
             "sample_format": format,
