@@ -79,6 +79,15 @@ pub struct ModelConfig {
     /// Audio sample rate.
     #[serde(default)]
     pub sample_rate: Option<u32>,
+    /// Scale each output unit's weights to unit norm in every layer (METHOD.md). Without
+    /// a learned gain this fixes activation magnitudes, which suits images; audio, whose
+    /// samples are small, may train better without it.
+    #[serde(default = "default_weight_norm")]
+    pub weight_norm: bool,
+}
+
+fn default_weight_norm() -> bool {
+    true
 }
 
 fn default_modulated() -> usize {

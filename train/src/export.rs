@@ -57,7 +57,7 @@ pub fn pack_contents(
         tile_width: m.tile[0],
         tile_height: m.tile[1],
         output_offset: if image { 0.5 } else { 0.0 },
-        weight_norm: true,
+        weight_norm: m.weight_norm,
         sample_rate: m.sample_rate,
         quality_levels: cfg
             .rate

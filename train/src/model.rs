@@ -336,22 +336,33 @@ impl IpcModel {
     /// `[batch, samples, channels]` (spec/model-pack.md §4.2).
     pub fn synthesize(&self, v: &Tensor) -> Tensor {
         let m = &self.config.model;
+        let norm = |w: &Tensor| {
+            if m.weight_norm {
+                normalise_columns(w)
+            } else {
+                w.shallow_clone()
+            }
+        };
         let mut h = self.features.shallow_clone();
         for layer in &self.layers[..m.modulated_layer] {
-            h = (h.matmul(&normalise_columns(&layer.weight)) + &layer.bias).relu();
+            h = (h.matmul(&norm(&layer.weight)) + &layer.bias).relu();
         }
         let modulated = &self.layers[m.modulated_layer];
         let u = &modulated.weight;
         let hu = h.matmul(u);
-        let column_norm = u
-            .matmul(v)
-            .square()
-            .sum_dim_intlist(&[1i64][..], true, Kind::Float)
-            .sqrt()
-            .clamp_min(NORM_FLOOR);
-        let mut y = (hu.matmul(v) / column_norm + &modulated.bias).relu();
+        let mut y = hu.matmul(v);
+        if m.weight_norm {
+            let column_norm = u
+                .matmul(v)
+                .square()
+                .sum_dim_intlist(&[1i64][..], true, Kind::Float)
+                .sqrt()
+                .clamp_min(NORM_FLOOR);
+            y = y / column_norm;
+        }
+        let mut y = (y + &modulated.bias).relu();
         for (l, layer) in self.layers.iter().enumerate().skip(m.modulated_layer + 1) {
-            y = y.matmul(&normalise_columns(&layer.weight)) + &layer.bias;
+            y = y.matmul(&norm(&layer.weight)) + &layer.bias;
             if l + 1 < m.layers {
                 y = y.relu();
             }

@@ -9,7 +9,7 @@ use ipc_train::config::TrainConfig;
 use ipc_train::trainer::Trainer;
 use tch::{Device, Kind, Tensor};
 
-fn config(modality: &str) -> TrainConfig {
+fn config(modality: &str, weight_norm: bool) -> TrainConfig {
     let (tile, patch, extra) = if modality == "image" {
         ("[8, 8]", 4, "")
     } else {
@@ -27,6 +27,7 @@ width = 24
 layers = 4
 rank = 3
 tile = {tile}
+weight_norm = {weight_norm}
 {extra}
 [encoder]
 method = "hyper"
@@ -46,8 +47,8 @@ dir = "unused"
     .unwrap()
 }
 
-fn parity(modality: &str) {
-    let cfg = config(modality);
+fn parity(modality: &str, weight_norm: bool) {
+    let cfg = config(modality, weight_norm);
     let mut trainer = Trainer::new(&cfg, Device::Cpu).unwrap();
     // A few real optimisation steps on random targets, so biases and weights move away
     // from their initial values.
@@ -89,10 +90,16 @@ fn parity(modality: &str) {
 
 #[test]
 fn image_pack_matches_tch_model() {
-    parity("image");
+    parity("image", true);
 }
 
 #[test]
 fn audio_pack_matches_tch_model() {
-    parity("audio");
+    parity("audio", true);
+}
+
+#[test]
+fn pack_without_weight_normalisation_matches_tch_model() {
+    parity("audio", false);
+    parity("image", false);
 }
