@@ -358,7 +358,7 @@ impl IpcModel {
                 .sum_dim_intlist(&[1i64][..], true, Kind::Float)
                 .sqrt()
                 .clamp_min(NORM_FLOOR);
-            y = y / column_norm;
+            y /= column_norm;
         }
         let mut y = (y + &modulated.bias).relu();
         for (l, layer) in self.layers.iter().enumerate().skip(m.modulated_layer + 1) {
