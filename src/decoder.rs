@@ -107,7 +107,7 @@ impl<'p> Decoder<'p> {
 
     /// Decodes a complete file held in memory.
     pub fn decode(&self, bytes: &[u8]) -> Result<Decoded, Error> {
-        let (header, v) = self.decode_v_checked(bytes)?;
+        let (header, v) = self.decode_quantised(bytes)?;
         self.synthesise(&header, &v)
     }
 
@@ -121,7 +121,7 @@ impl<'p> Decoder<'p> {
     /// Decodes an 8-bit image into a caller's buffer of exactly
     /// `width * height * channels` bytes (see [`Header::parse`] to learn the size first).
     pub fn decode_image_into(&self, bytes: &[u8], buf: &mut [u8]) -> Result<Header, Error> {
-        let (header, v) = self.decode_v_checked(bytes)?;
+        let (header, v) = self.decode_quantised(bytes)?;
         let Geometry::Image {
             width,
             height,
@@ -141,7 +141,7 @@ impl<'p> Decoder<'p> {
             )));
         }
         let tiles = self.render_tiles(&header, &v);
-        reassemble_image(&header, &tiles, |i, x| buf[i] = (x * 255.0).round() as u8);
+        write_image8(&header, &tiles, buf);
         Ok(header)
     }
 
@@ -149,10 +149,6 @@ impl<'p> Decoder<'p> {
     /// quantised V of every tile (tile after tile, each `rank x width` row-major).
     /// Conformance tests compare this exactly (codec-tests/README.md).
     pub fn decode_quantised(&self, bytes: &[u8]) -> Result<(Header, Vec<i32>), Error> {
-        self.decode_v_checked(bytes)
-    }
-
-    fn decode_v_checked(&self, bytes: &[u8]) -> Result<(Header, Vec<i32>), Error> {
         let container = Container::parse(bytes, &self.options.limits)?;
         let header = container.header;
         check_pack(&header, self.pack)?;
@@ -196,7 +192,7 @@ impl<'p> Decoder<'p> {
                 let n = width as usize * height as usize * usize::from(channels);
                 let pixels = if bit_depth == 8 {
                     let mut px = vec![0u8; n];
-                    reassemble_image(header, &tiles, |i, x| px[i] = (x * 255.0).round() as u8);
+                    write_image8(header, &tiles, &mut px);
                     ImagePixels::U8(px)
                 } else {
                     let mut px = vec![0u16; n];
@@ -235,6 +231,11 @@ impl<'p> Decoder<'p> {
             }
         })
     }
+}
+
+/// 8-bit image samples: `round(255 x)` of the clamped value (spec/bitstream.md §8.2).
+fn write_image8(header: &Header, tiles: &[f32], buf: &mut [u8]) {
+    reassemble_image(header, tiles, |i, x| buf[i] = (x * 255.0).round() as u8);
 }
 
 /// Places every tile's samples into the image, cropping the padding, and hands each

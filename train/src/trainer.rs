@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ipc_codec::entropy::VModel;
 use ipc_codec::pack::synthetic::SplitMix64;
 use ipc_codec::pack::{ModelPack, PackContents};
 use serde::{Deserialize, Serialize};
@@ -234,8 +235,9 @@ impl Trainer {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let contents = pack_contents(&self.model, &self.vs, "evaluation")?;
-        let pack = ModelPack::from_safetensors(&contents.to_safetensors()?)?;
+        // Only the entropy tables are needed: build their coding models directly
+        // rather than serialising and re-reading a whole pack.
+        let tables = pack_contents(&self.model, &self.vs, "evaluation")?.entropy;
         let target = Tensor::from_slice(holdout)
             .reshape([
                 count as i64,
@@ -266,7 +268,8 @@ impl Trainer {
                 (q, psnr)
             });
             let q: Vec<i32> = values(&q).iter().map(|&x| x as i32).collect();
-            let model = pack.v_model(level).expect("level exists");
+            let model = VModel::new(tables.contexts.clone(), &tables.levels[level])
+                .map_err(ipc_codec::PackError::from)?;
             let bytes = model.encode(&q).map_err(ipc_codec::PackError::from)?.len() as f64;
             out.push(LevelEval {
                 level,
