@@ -127,6 +127,33 @@ impl SymbolModel {
         self.model.symbol_table().map(|(_, _, p)| p.get()).collect()
     }
 
+    /// The ideal code length of `v` in bits under this model, escape included
+    /// (spec/bitstream.md §7.3): what the range coder spends on it, to within the
+    /// coder's small overhead. Encoders use it to weigh rate against distortion.
+    pub fn code_length(&self, v: i32) -> f64 {
+        use constriction::stream::model::EncoderModel;
+        let bits = |p: u32| f64::from(PRECISION) - f64::from(p).log2();
+        let offset = i64::from(v) - i64::from(self.min);
+        if (0..self.escape as i64).contains(&offset) {
+            let (_, p) = self
+                .model
+                .left_cumulative_and_probability(offset as usize)
+                .expect("in-range symbol");
+            return bits(p.get());
+        }
+        let (_, p) = self
+            .model
+            .left_cumulative_and_probability(self.escape)
+            .expect("escape symbol");
+        let m = if offset < 0 {
+            i64::from(self.min) - i64::from(v)
+        } else {
+            i64::from(v) - self.max()
+        } as u64;
+        let n = 64 - m.leading_zeros();
+        bits(p.get()) + 1.0 + (ESCAPE_LENGTH_SYMBOLS as f64).log2() + f64::from(n - 1)
+    }
+
     fn max(&self) -> i64 {
         i64::from(self.min) + self.escape as i64 - 1
     }
@@ -155,6 +182,11 @@ impl VModel {
     /// Elements in one V.
     pub fn elements_per_tile(&self) -> usize {
         self.contexts.len()
+    }
+
+    /// The context (table index) of each element of V, row-major.
+    pub fn contexts(&self) -> &[u16] {
+        &self.contexts
     }
 
     /// The coding model of each table, in table order.

@@ -113,6 +113,21 @@ impl<'p> TileSynthesizer<'p> {
         }
     }
 
+    /// `h U`, `samples x rank` row-major: the modulated layer's input times U.
+    pub(crate) fn hu(&self) -> &[f32] {
+        &self.hu
+    }
+
+    /// `U^T U`, `rank x rank`.
+    pub(crate) fn gram(&self) -> &[f64] {
+        &self.gram
+    }
+
+    /// The pack.
+    pub(crate) fn pack(&self) -> &'p ModelPack {
+        self.pack
+    }
+
     /// Samples per tile.
     pub fn samples_per_tile(&self) -> usize {
         self.samples

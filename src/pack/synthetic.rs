@@ -177,6 +177,78 @@ impl SyntheticPack {
     }
 }
 
+impl SyntheticPack {
+    /// Builds the pack contents with seeded encoder tensors as well
+    /// (spec/model-pack.md §4.3): a one-block hypernetwork of width 8 with 2 heads
+    /// (image patches of 4x4 pixels, audio chunks of 16 samples), a V0 with 2 inner
+    /// steps, and a lambda per level. For the encoder's tests; not a trained encoder.
+    pub fn build_with_encoders(&self) -> PackContents {
+        let mut contents = self.build();
+        let mut rng = SplitMix64(self.seed ^ 0xe4c0_de25);
+        let (dim, heads) = (8usize, 2usize);
+        let (token_len, tokens) = match self.modality {
+            Modality::Image => (4 * 4 * 3, (self.tile_width / 4) * (self.tile_height / 4)),
+            Modality::Audio => (16, self.tile_width / 16),
+        };
+        let mut extra: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+        let mut dense = |name: &str, inputs: usize, outputs: usize, rng: &mut SplitMix64| {
+            let scale = 1.0 / (inputs as f32).sqrt();
+            extra.push((
+                format!("encoder.hyper.{name}.weight"),
+                vec![inputs, outputs],
+                rng.uniform_vec(inputs * outputs, scale),
+            ));
+            extra.push((
+                format!("encoder.hyper.{name}.bias"),
+                vec![outputs],
+                rng.uniform_vec(outputs, 0.1),
+            ));
+        };
+        dense("embed", token_len, dim, &mut rng);
+        dense("blocks.0.qkv", dim, 3 * dim, &mut rng);
+        dense("blocks.0.proj", dim, dim, &mut rng);
+        dense("blocks.0.fc1", dim, 4 * dim, &mut rng);
+        dense("blocks.0.fc2", 4 * dim, dim, &mut rng);
+        dense("out", dim, self.width, &mut rng);
+        for norm in ["blocks.0.ln1", "blocks.0.ln2", "out_norm"] {
+            let gain = (0..dim).map(|_| 1.0 + rng.uniform(0.25)).collect();
+            extra.push((format!("encoder.hyper.{norm}.weight"), vec![dim], gain));
+            extra.push((
+                format!("encoder.hyper.{norm}.bias"),
+                vec![dim],
+                rng.uniform_vec(dim, 0.1),
+            ));
+        }
+        for (name, rows) in [
+            ("positions", tokens),
+            ("weight_tokens", self.rank),
+            ("level_embedding", self.quality_levels),
+        ] {
+            extra.push((
+                format!("encoder.hyper.{name}"),
+                vec![rows, dim],
+                rng.uniform_vec(rows * dim, 0.5),
+            ));
+        }
+        extra.push(("encoder.hyper.heads".into(), vec![1], vec![heads as f32]));
+        extra.push((
+            "encoder.v0".into(),
+            vec![self.rank, self.width],
+            rng.uniform_vec(self.rank * self.width, 1.0),
+        ));
+        extra.push(("encoder.meta.inner_steps".into(), vec![1], vec![2.0]));
+        extra.push(("encoder.meta.inner_lr".into(), vec![1], vec![0.01]));
+        extra.push((
+            "encoder.lambda".into(),
+            vec![self.quality_levels],
+            (0..self.quality_levels).map(|_| 1e-3).collect(),
+        ));
+        extra.sort_by(|a, b| a.0.cmp(&b.0));
+        contents.extra = extra;
+        contents
+    }
+}
+
 /// Counts `2^30 * (decay/1024)^|k|` for `k` in `-half..=half`, then an escape count.
 fn geometric_table(half: i32, decay_per_1024: u64) -> FrequencyTable {
     let mut counts: Vec<u32> = (-half..=half)

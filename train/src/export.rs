@@ -8,8 +8,18 @@ use ipc_codec::pack::{
 };
 use tch::{nn, Kind, Tensor};
 
+use crate::config::Method;
 use crate::entropy::frequency_table;
 use crate::model::IpcModel;
+
+/// Name of the per-level lambda tensor (spec/model-pack.md §4.3).
+pub const LAMBDA_TENSOR: &str = "encoder.lambda";
+/// Attention heads of the hypernetwork's blocks (spec/model-pack.md §4.3).
+pub const HEADS_TENSOR: &str = "encoder.hyper.heads";
+/// CAVIA inner steps (spec/model-pack.md §4.3).
+pub const INNER_STEPS_TENSOR: &str = "encoder.meta.inner_steps";
+/// CAVIA inner learning rate (spec/model-pack.md §4.3).
+pub const INNER_LR_TENSOR: &str = "encoder.meta.inner_lr";
 
 /// The quantisation step a level really uses: its Q16.16 value in the pack
 /// (spec/bitstream.md §3.4). Training uses the same value.
@@ -120,6 +130,26 @@ pub fn pack_contents(
             (name, shape, values(&t))
         })
         .collect();
+    // The rate-distortion trade-off each level was trained for, so that an encoder's
+    // refinement optimises the same objective (spec/model-pack.md §4.3).
+    extra.push((
+        LAMBDA_TENSOR.to_string(),
+        vec![cfg.rate.levels.len()],
+        cfg.rate.levels.iter().map(|l| l.lambda as f32).collect(),
+    ));
+    // What the encoder runtime needs beyond the variables (spec/model-pack.md §4.3).
+    let e = &cfg.encoder;
+    match e.method {
+        Method::Hyper => extra.push((HEADS_TENSOR.into(), vec![1], vec![e.heads as f32])),
+        Method::Meta => {
+            extra.push((
+                INNER_STEPS_TENSOR.into(),
+                vec![1],
+                vec![e.inner_steps as f32],
+            ));
+            extra.push((INNER_LR_TENSOR.into(), vec![1], vec![e.inner_lr as f32]));
+        }
+    }
     extra.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(PackContents {
         config,

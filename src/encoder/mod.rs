@@ -1,0 +1,656 @@
+//! The encoder (rav1e-style: an [`EncoderConfig`] builds an [`Encoder`] for one pack,
+//! which then encodes any number of signals).
+//!
+//! Encoding a signal at a quality level (spec/model-pack.md §7):
+//! 1. cut it into tiles ([`tiling`], spec/bitstream.md §4);
+//! 2. predict each tile's V: one pass of the pack's transformer hypernetwork
+//!    ([`hypernet`], [`Method::Hyper`]) or the meta-learned V0 adapted by CAVIA inner
+//!    steps ([`Method::Meta`]);
+//! 3. with `effort` N, run N quantisation-aware refinement steps on V against the
+//!    pack's own rate-distortion objective ([`network`] gives the hand-derived gradient);
+//! 4. round V to the level's step and entropy-code it ([`encode_quantised`]).
+//!
+//! Rate control ([`RateTarget`]) picks the quality level: given directly, or the level
+//! that best meets a bit-rate or PSNR target, found by bisection over the levels
+//! (quality rises with the level in the shipped packs). Everything here is pure Rust.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::container::{write_file, Geometry, Header};
+use crate::decoder::{check_pack, DecodeOptions, Decoded, Decoder, ImagePixels, Limits};
+use crate::entropy::EntropyError;
+use crate::error::{Error, FormatError};
+use crate::pack::ModelPack;
+use crate::synthesis::TileSynthesizer;
+
+pub mod hypernet;
+pub mod network;
+mod refine;
+pub mod tiling;
+
+pub use hypernet::HyperNetwork;
+pub use network::DistortionModel;
+pub use tiling::{AudioSignal, ImageSignal, Signal, Tiles};
+
+/// Name of the per-level lambda tensor (spec/model-pack.md §4.3).
+pub const LAMBDA_TENSOR: &str = "encoder.lambda";
+
+/// Errors of the encoder.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The pack carries no encoder for the requested method.
+    #[error("model pack {pack} has no {method} encoder (its encoder tensors: {available})")]
+    MethodUnavailable {
+        /// The method asked for.
+        method: Method,
+        /// The pack.
+        pack: crate::PackId,
+        /// What the pack offers.
+        available: String,
+    },
+    /// An encoder tensor of the pack is missing or malformed.
+    #[error("model pack encoder tensor {name}: {problem}")]
+    PackTensor {
+        /// Tensor name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The signal cannot be coded with this pack or is malformed.
+    #[error("{0}")]
+    Input(String),
+    /// The signal exceeds a limit of [`Limits`].
+    #[error("{what} is {value}, above the limit of {limit}")]
+    LimitExceeded {
+        /// The quantity that is too large.
+        what: &'static str,
+        /// Its value.
+        value: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Writing or checking the bitstream failed.
+    #[error(transparent)]
+    Codec(#[from] Error),
+}
+
+/// How V is predicted from a tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Method {
+    /// One forward pass of the transformer hypernetwork (`encoder.hyper.*`).
+    #[default]
+    Hyper,
+    /// The meta-learned V0 adapted by the pack's CAVIA inner steps (`encoder.v0`).
+    Meta,
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Method::Hyper => "hyper",
+            Method::Meta => "meta",
+        })
+    }
+}
+
+impl FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Method, String> {
+        match s {
+            "hyper" => Ok(Method::Hyper),
+            "meta" => Ok(Method::Meta),
+            _ => Err(format!("unknown method {s:?} (expected hyper or meta)")),
+        }
+    }
+}
+
+/// Encoder settings.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EncoderConfig {
+    /// How V is predicted.
+    pub method: Method,
+    /// Quantisation-aware refinement steps after the prediction (0: none).
+    pub effort: usize,
+    /// Threads; 0 uses every core.
+    pub threads: usize,
+    /// Limits on the signal size, as for decoding.
+    pub limits: Limits,
+}
+
+/// Which quality level to use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateTarget {
+    /// This quality level (0 is the coarsest).
+    Quality(u8),
+    /// The finest level whose file has at most this many bits per pixel (images).
+    BitsPerPixel(f64),
+    /// The finest level whose file has at most this many kbit/s (audio).
+    KilobitsPerSecond(f64),
+    /// The coarsest level whose decoded PSNR reaches this many dB.
+    Psnr(f64),
+}
+
+/// Progress of an encode, passed to the caller's callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Which trial encode this is (rate control may encode at several levels), from 1.
+    pub trial: usize,
+    /// The level being tried.
+    pub quality_level: u8,
+    /// Refinement steps done in this trial.
+    pub done: usize,
+    /// Refinement steps in a trial.
+    pub total: usize,
+}
+
+/// An encoded file and what it measures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    /// The `.ipc` file.
+    pub file: Vec<u8>,
+    /// Its quality level.
+    pub quality_level: u8,
+    /// Bits per pixel (images) or kbit/s (audio) of the whole file.
+    pub rate: f64,
+    /// PSNR in dB of the decoded signal against the input: peak 255 (65535 for 16-bit)
+    /// on the output samples for images, peak 1 on samples in `[-1, 1]` for audio.
+    pub psnr: f64,
+    /// Levels encoded to reach the target.
+    pub trials: usize,
+}
+
+struct MetaInit {
+    v0: Vec<f32>,
+    steps: usize,
+    lr: f64,
+}
+
+/// An encoder for one pack (see the module documentation).
+#[derive(Debug)]
+pub struct Encoder<'p> {
+    pack: &'p ModelPack,
+    config: EncoderConfig,
+    model: DistortionModel<'p>,
+    hyper: Option<HyperNetwork>,
+    meta: Option<MetaInit>,
+    lambdas: Vec<f64>,
+}
+
+impl fmt::Debug for MetaInit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MetaInit {{ steps: {}, lr: {} }}", self.steps, self.lr)
+    }
+}
+
+fn encoder_tensor_names(pack: &ModelPack) -> String {
+    let mut prefixes: Vec<&str> = pack
+        .contents()
+        .extra
+        .iter()
+        .map(|(n, _, _)| n.splitn(3, '.').take(2).last().unwrap_or(""))
+        .collect();
+    prefixes.dedup();
+    if prefixes.is_empty() {
+        "none".into()
+    } else {
+        prefixes.join(", ")
+    }
+}
+
+impl<'p> Encoder<'p> {
+    /// Prepares encoding with `pack`: reads the encoder tensors the method needs and
+    /// computes the per-pack synthesis state.
+    pub fn new(pack: &'p ModelPack, config: EncoderConfig) -> Result<Encoder<'p>, EncodeError> {
+        let cfg = pack.config();
+        let unavailable = || EncodeError::MethodUnavailable {
+            method: config.method,
+            pack: pack.id(),
+            available: encoder_tensor_names(pack),
+        };
+        let (hyper, meta) = match config.method {
+            Method::Hyper => (
+                Some(HyperNetwork::from_pack(pack)?.ok_or_else(unavailable)?),
+                None,
+            ),
+            Method::Meta => {
+                if hypernet::tensor_shape(pack, "encoder.v0").is_none() {
+                    return Err(unavailable());
+                }
+                let v0 = hypernet::tensor(pack, "encoder.v0", &[cfg.rank, cfg.width])?.to_vec();
+                let steps = hypernet::scalar(pack, "encoder.meta.inner_steps")?;
+                let lr = hypernet::scalar(pack, "encoder.meta.inner_lr")?;
+                if !(0.0..=1000.0).contains(&steps) || steps.fract() != 0.0 || lr < 0.0 {
+                    return Err(EncodeError::PackTensor {
+                        name: "encoder.meta".into(),
+                        problem: format!("inner_steps {steps}, inner_lr {lr}"),
+                    });
+                }
+                (
+                    None,
+                    Some(MetaInit {
+                        v0,
+                        steps: steps as usize,
+                        lr: f64::from(lr),
+                    }),
+                )
+            }
+        };
+        let levels = cfg.quality_levels.len();
+        let lambdas = match hypernet::tensor_shape(pack, LAMBDA_TENSOR) {
+            Some(_) => hypernet::tensor(pack, LAMBDA_TENSOR, &[levels])?
+                .iter()
+                .map(|&l| f64::from(l).max(0.0))
+                .collect(),
+            // Without the trained trade-off, refinement minimises distortion alone.
+            None => vec![0.0; levels],
+        };
+        Ok(Encoder {
+            pack,
+            config,
+            model: DistortionModel::new(TileSynthesizer::new(pack)),
+            hyper,
+            meta,
+            lambdas,
+        })
+    }
+
+    /// The pack.
+    pub fn pack(&self) -> &'p ModelPack {
+        self.pack
+    }
+
+    /// Number of quality levels.
+    pub fn levels(&self) -> usize {
+        self.pack.config().quality_levels.len()
+    }
+
+    /// The level used when none is asked for: the middle one.
+    pub fn default_level(&self) -> u8 {
+        ((self.levels() - 1) / 2) as u8
+    }
+
+    /// Checks that `signal` can be coded with this pack and within the limits, and
+    /// cuts it into tiles.
+    pub fn tiles(&self, signal: &Signal) -> Result<Tiles, EncodeError> {
+        let cfg = self.pack.config();
+        let limits = &self.config.limits;
+        let input = |m: String| Err(EncodeError::Input(m));
+        match signal {
+            Signal::Image(i) => {
+                if cfg.coord_dim != 2 {
+                    return input(format!(
+                        "model pack {} codes audio, not images",
+                        self.pack.id()
+                    ));
+                }
+                if i.width == 0 || i.height == 0 {
+                    return input(format!(
+                        "image is {}x{}: it has no pixels",
+                        i.width, i.height
+                    ));
+                }
+                if !matches!(i.channels, 1 | 3) {
+                    return input(format!("{} channels (1 or 3 can be coded)", i.channels));
+                }
+                if !matches!(i.bit_depth, 8 | 16) {
+                    return input(format!("bit depth {} (8 or 16 can be coded)", i.bit_depth));
+                }
+                let pixels = u64::from(i.width) * u64::from(i.height);
+                if pixels > limits.max_pixels {
+                    return Err(EncodeError::LimitExceeded {
+                        what: "image size in pixels",
+                        value: pixels,
+                        limit: limits.max_pixels,
+                    });
+                }
+                if i.samples.len() as u64 != pixels * u64::from(i.channels) {
+                    return input(format!(
+                        "{} samples for a {}x{}x{} image",
+                        i.samples.len(),
+                        i.width,
+                        i.height,
+                        i.channels
+                    ));
+                }
+            }
+            Signal::Audio(a) => {
+                if cfg.coord_dim != 1 {
+                    return input(format!(
+                        "model pack {} codes images, not audio",
+                        self.pack.id()
+                    ));
+                }
+                if a.channels == 0
+                    || a.samples.is_empty()
+                    || a.samples.len() % usize::from(a.channels) != 0
+                {
+                    return input(format!(
+                        "{} samples in {} channels is no whole number of frames (at least 1)",
+                        a.samples.len(),
+                        a.channels
+                    ));
+                }
+                if a.samples.len() as u64 > limits.max_samples {
+                    return Err(EncodeError::LimitExceeded {
+                        what: "audio size in samples",
+                        value: a.samples.len() as u64,
+                        limit: limits.max_samples,
+                    });
+                }
+                if u32::try_from(a.frames()).is_err() {
+                    return input(format!("{} frames do not fit the format", a.frames()));
+                }
+                if let Some(rate) = cfg.sample_rate.filter(|&r| r != a.sample_rate) {
+                    return input(format!(
+                        "audio at {} Hz, but model pack {} codes {rate} Hz (resample it first)",
+                        a.sample_rate,
+                        self.pack.id()
+                    ));
+                }
+            }
+        }
+        let elements = signal
+            .geometry()
+            .tile_count(cfg.tile_width as u64, cfg.tile_height as u64)
+            * (cfg.rank * cfg.width) as u64;
+        if elements > limits.max_v_elements {
+            return Err(EncodeError::LimitExceeded {
+                what: "elements of V",
+                value: elements,
+                limit: limits.max_v_elements,
+            });
+        }
+        Ok(Tiles::of_signal(signal, cfg.tile_width, cfg.tile_height))
+    }
+
+    /// Encodes `signal` at the level `target` selects. `progress` hears about every
+    /// refinement step.
+    pub fn encode(
+        &self,
+        signal: &Signal,
+        target: RateTarget,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Encoded, EncodeError> {
+        let tiles = self.tiles(signal)?;
+        let levels = self.levels();
+        let top = (levels - 1) as u8;
+        let mut trials = 0;
+        let mut at = |level: u8, trials: &mut usize| {
+            *trials += 1;
+            let trial = *trials;
+            self.encode_level(signal, &tiles, level, &mut |done, total| {
+                progress(Progress {
+                    trial,
+                    quality_level: level,
+                    done,
+                    total,
+                })
+            })
+        };
+        let mut result = match target {
+            RateTarget::Quality(q) => {
+                if usize::from(q) >= levels {
+                    return Err(EncodeError::Input(format!(
+                        "quality {q} is not offered: model pack {} has levels 0 to {top}",
+                        self.pack.id()
+                    )));
+                }
+                at(q, &mut trials)?
+            }
+            RateTarget::BitsPerPixel(x) | RateTarget::KilobitsPerSecond(x) => {
+                let image = matches!(signal, Signal::Image(_));
+                if image != matches!(target, RateTarget::BitsPerPixel(_)) {
+                    return Err(EncodeError::Input(if image {
+                        "a kbit/s target is for audio; give images a bits-per-pixel target".into()
+                    } else {
+                        "a bits-per-pixel target is for images; give audio a kbit/s target".into()
+                    }));
+                }
+                // The finest level within the budget (or the coarsest if none is).
+                bisect(0, top, &mut |level| {
+                    let e = at(level, &mut trials)?;
+                    Ok((e.rate <= x, e))
+                })?
+            }
+            RateTarget::Psnr(y) => {
+                // The coarsest level reaching the PSNR (or the finest if none does):
+                // bisect on "falls short", whose last true level is one below it.
+                let short = bisect(0, top, &mut |level| {
+                    let e = at(level, &mut trials)?;
+                    Ok((e.psnr < y, e))
+                })?;
+                if short.psnr < y && short.quality_level < top {
+                    at(short.quality_level + 1, &mut trials)?
+                } else {
+                    short
+                }
+            }
+        };
+        result.trials = trials;
+        Ok(result)
+    }
+
+    /// Encodes at one quality level with the configured method and effort, and
+    /// measures the result by decoding it.
+    pub fn encode_level(
+        &self,
+        signal: &Signal,
+        tiles: &Tiles,
+        level: u8,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Encoded, EncodeError> {
+        let cfg = self.pack.config();
+        let step = (f64::from(cfg.quality_levels[usize::from(level)].step_q16) / 65536.0) as f32;
+        let v = self.predict(tiles, usize::from(level));
+        let q = self.quantised_v(tiles, v, level, step, progress);
+        let file = encode_quantised(self.pack, signal.geometry(), level, None, &q)?;
+        let psnr = self.measure(signal, &file)?;
+        let rate = file_rate(&signal.geometry(), file.len());
+        Ok(Encoded {
+            file,
+            quality_level: level,
+            rate,
+            psnr,
+            trials: 1,
+        })
+    }
+
+    /// V of every tile before quantisation, from the configured method.
+    pub fn predict(&self, tiles: &Tiles, level: usize) -> Vec<f32> {
+        let v_len = self.model.synthesizer().v_len();
+        let mut v = vec![0f32; tiles.count * v_len];
+        if let Some(hyper) = &self.hyper {
+            hyper.predict(tiles, level, &mut v, self.config.threads);
+        } else if let Some(meta) = &self.meta {
+            for vt in v.chunks_exact_mut(v_len) {
+                vt.copy_from_slice(&meta.v0);
+            }
+            refine::inner_steps(
+                &self.model,
+                tiles,
+                &mut v,
+                meta.steps,
+                meta.lr,
+                self.config.threads,
+            );
+        }
+        v
+    }
+
+    /// Rounds V to the level's step, after `effort` refinement steps.
+    fn quantised_v(
+        &self,
+        tiles: &Tiles,
+        mut v: Vec<f32>,
+        level: u8,
+        step: f32,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Vec<i32> {
+        let mut q = vec![0i32; v.len()];
+        let effort = self.config.effort;
+        if effort == 0 {
+            refine::quantise(&v, step, &mut q);
+            return q;
+        }
+        let vmodel = self
+            .pack
+            .v_model(usize::from(level))
+            .expect("level checked");
+        let rate = refine::RateModel::new(vmodel);
+        refine::refine(
+            &self.model,
+            &rate,
+            tiles,
+            &mut v,
+            &mut q,
+            step,
+            self.lambdas[usize::from(level)],
+            effort,
+            self.config.threads,
+            &mut |done| progress(done, effort),
+        );
+        q
+    }
+
+    /// PSNR of `file` decoded, against `signal` (see [`Encoded::psnr`]).
+    fn measure(&self, signal: &Signal, file: &[u8]) -> Result<f64, EncodeError> {
+        let decoder = Decoder::with_options(
+            self.pack,
+            DecodeOptions {
+                limits: self.config.limits,
+                threads: self.config.threads,
+            },
+        );
+        Ok(psnr(signal, &decoder.decode(file)?))
+    }
+}
+
+/// Bits per pixel (images) or kbit/s (audio) of a file of `bytes` bytes.
+pub fn file_rate(geometry: &Geometry, bytes: usize) -> f64 {
+    let bits = bytes as f64 * 8.0;
+    match *geometry {
+        Geometry::Image { width, height, .. } => bits / (f64::from(width) * f64::from(height)),
+        Geometry::Audio {
+            sample_rate,
+            frames,
+            ..
+        } => bits / (f64::from(frames) / f64::from(sample_rate)) / 1000.0,
+    }
+}
+
+/// PSNR of a decoded signal against the original (see [`Encoded::psnr`]); infinite
+/// when they are equal.
+pub fn psnr(signal: &Signal, decoded: &Decoded) -> f64 {
+    let (sse, n, peak) = match (signal, decoded) {
+        (Signal::Image(s), Decoded::Image(d)) => {
+            let peak = if s.bit_depth == 16 { 65535.0 } else { 255.0 };
+            let sse: f64 = match &d.pixels {
+                ImagePixels::U8(p) => p
+                    .iter()
+                    .zip(&s.samples)
+                    .map(|(&a, &b)| (f64::from(a) - (f64::from(b) * 255.0).round()).powi(2))
+                    .sum(),
+                ImagePixels::U16(p) => p
+                    .iter()
+                    .zip(&s.samples)
+                    .map(|(&a, &b)| (f64::from(a) - (f64::from(b) * 65535.0).round()).powi(2))
+                    .sum(),
+            };
+            (sse, s.samples.len(), peak)
+        }
+        (Signal::Audio(s), Decoded::Audio(d)) => {
+            let sse: f64 = d
+                .samples
+                .iter()
+                .zip(&s.samples)
+                .map(|(&a, &b)| (f64::from(a) / 32767.0 - f64::from(b.clamp(-1.0, 1.0))).powi(2))
+                .sum();
+            (sse, s.samples.len(), 1.0)
+        }
+        _ => return f64::NAN,
+    };
+    let mse = sse / n.max(1) as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (peak * peak / mse).log10()
+    }
+}
+
+/// Bisection over levels `lo..=hi` for the last level where `ok` holds, assuming it
+/// holds up to some level and not after. Returns that level's result, or `lo`'s if
+/// it holds nowhere.
+fn bisect<T>(
+    lo: u8,
+    hi: u8,
+    ok: &mut dyn FnMut(u8) -> Result<(bool, T), EncodeError>,
+) -> Result<T, EncodeError> {
+    let (mut lo, mut hi) = (lo, hi);
+    let (good, first) = ok(lo)?;
+    if !good {
+        return Ok(first);
+    }
+    let mut best = first;
+    // Invariant: ok(lo) holds and `best` is its result; ok fails beyond hi + 1.
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        let (good, r) = ok(mid)?;
+        if good {
+            lo = mid;
+            best = r;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(best)
+}
+
+/// Entropy-codes the quantised V of every tile (tile after tile, each `rank x width`
+/// row-major, in the tile order of spec/bitstream.md §4) and wraps it in a container.
+/// `step_q16` overrides the quality level's default dequantisation step.
+pub fn encode_quantised(
+    pack: &ModelPack,
+    geometry: Geometry,
+    quality_level: u8,
+    step_q16: Option<u32>,
+    v: &[i32],
+) -> Result<Vec<u8>, Error> {
+    let cfg = pack.config();
+    let level = cfg
+        .quality_levels
+        .get(usize::from(quality_level))
+        .ok_or_else(|| Error::PackMismatch {
+            pack: pack.id(),
+            reason: format!(
+                "quality level {quality_level} but the pack has {}",
+                cfg.quality_levels.len()
+            ),
+        })?;
+    let header = Header {
+        pack_id: pack.id(),
+        geometry,
+        tile_width: u16::try_from(cfg.tile_width).expect("validated pack"),
+        tile_height: u16::try_from(cfg.tile_height).expect("validated pack"),
+        step_q16: step_q16.unwrap_or(level.step_q16),
+        quality_level,
+        payload_len: 0,
+    };
+    // The same checks a decoder makes, so every file written can be read back.
+    Header::parse(&header.to_bytes())?;
+    check_pack(&header, pack)?;
+    let model = pack
+        .v_model(usize::from(quality_level))
+        .expect("level checked above");
+    let expected = header.tile_count() as usize * model.elements_per_tile();
+    if v.len() != expected {
+        return Err(FormatError::Payload(EntropyError::Shape {
+            len: v.len(),
+            per_tile: model.elements_per_tile(),
+        })
+        .into());
+    }
+    let payload = model.encode(v).map_err(FormatError::Payload)?;
+    write_file(&header, &payload)
+}

@@ -1,0 +1,305 @@
+//! The synthesis network differentiated with respect to V: the distortion of every tile
+//! and its gradient, derived by hand through the layers after the modulated one and
+//! through the weight normalisation of `U V` (spec/model-pack.md §4.2).
+//!
+//! Forward, for one tile with samples `s`, `a = hU V'` where `V' = V diag(c)` and
+//! `c_j = 1 / ||U v_j|| = (v_j^T G v_j)^(-1/2)` with `G = U^T U` (`c_j = 1` without
+//! weight normalisation). Backward, with `g = dL/da`:
+//!
+//! * `dL/dV' = hU^T g`;
+//! * `dL/dv_ij = c_j (dL/dV')_ij - c_j^3 (G v_j)_i sum_k (dL/dV')_kj v_kj`,
+//!
+//! the second term because `c_j` depends on `v_j`. A zero column has `c_j = 0` in the
+//! decoder (spec/model-pack.md §4.2), so its gradient is taken as zero.
+
+use std::sync::Mutex;
+
+use crate::gemm::{gemm_acc, gemm_acc_op, Operand};
+use crate::synthesis::TileSynthesizer;
+
+use super::tiling::Tiles;
+
+/// Rows (samples) per work item, as in synthesis.
+const TARGET_ROWS_PER_GROUP: usize = 4096;
+
+/// Distortion and gradient of V for a pack (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct DistortionModel<'p> {
+    synth: TileSynthesizer<'p>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    scale: Vec<f64>,
+    v_norm: Vec<f32>,
+    /// Post-activation outputs of the modulated layer and of every later hidden layer.
+    acts: Vec<Vec<f32>>,
+    out: Vec<f32>,
+    g: Vec<f32>,
+    g_next: Vec<f32>,
+    g_v: Vec<f32>,
+}
+
+fn relu(x: &mut [f32]) {
+    for v in x {
+        *v = v.max(0.0);
+    }
+}
+
+fn fill_rows_with(buf: &mut [f32], row: &[f32]) {
+    for r in buf.chunks_exact_mut(row.len()) {
+        r.copy_from_slice(row);
+    }
+}
+
+impl<'p> DistortionModel<'p> {
+    /// Wraps a synthesiser (which holds the per-pack precomputation).
+    pub fn new(synth: TileSynthesizer<'p>) -> DistortionModel<'p> {
+        DistortionModel { synth }
+    }
+
+    /// The synthesiser.
+    pub fn synthesizer(&self) -> &TileSynthesizer<'p> {
+        &self.synth
+    }
+
+    /// Mean squared error of every tile (over its weighted samples and all channels) for
+    /// V `v` (tile after tile, `rank x width` each), into `mse`, and, when `grad` is given,
+    /// the gradient of each tile's error with respect to its own V. Uses up to `threads`
+    /// threads (0: all cores).
+    pub fn evaluate(
+        &self,
+        v: &[f32],
+        tiles: &Tiles,
+        mut grad: Option<&mut [f32]>,
+        mse: &mut [f64],
+        threads: usize,
+    ) {
+        let v_len = self.synth.v_len();
+        let p = self.synth.samples_per_tile();
+        let c = tiles.channels;
+        assert_eq!(v.len(), tiles.count * v_len);
+        assert_eq!(mse.len(), tiles.count);
+        assert_eq!(tiles.samples, p);
+        if let Some(g) = &grad {
+            assert_eq!(g.len(), v.len());
+        }
+        if tiles.count == 0 {
+            return;
+        }
+        let group = (TARGET_ROWS_PER_GROUP / p).max(1);
+        let groups = tiles.count.div_ceil(group);
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        }
+        .min(groups);
+        let grad_chunks: Box<dyn Iterator<Item = Option<&mut [f32]>> + Send> = match grad.take() {
+            Some(g) => Box::new(g.chunks_mut(group * v_len).map(Some)),
+            None => Box::new(std::iter::repeat_with(|| None)),
+        };
+        let work = Mutex::new(
+            v.chunks(group * v_len)
+                .zip(tiles.targets.chunks(group * p * c))
+                .zip(tiles.weights.chunks(group * p))
+                .zip(mse.chunks_mut(group))
+                .zip(grad_chunks),
+        );
+        let worker = || {
+            let mut scratch = Scratch::default();
+            loop {
+                let item = work.lock().map(|mut w| w.next());
+                match item {
+                    Ok(Some(((((v, target), weight), mse), grad))) => {
+                        self.group(v, target, weight, c, grad, mse, &mut scratch)
+                    }
+                    _ => break,
+                }
+            }
+        };
+        if threads <= 1 {
+            worker();
+        } else {
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(worker);
+                }
+            });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn group(
+        &self,
+        v: &[f32],
+        target: &[f32],
+        weight: &[f32],
+        channels: usize,
+        grad: Option<&mut [f32]>,
+        mse: &mut [f64],
+        s: &mut Scratch,
+    ) {
+        let pack = self.synth.pack();
+        let cfg = pack.config();
+        let (r, d, p) = (cfg.rank, cfg.width, self.synth.samples_per_tile());
+        let tiles = v.len() / (r * d);
+        let rows = tiles * p;
+        let hu = self.synth.hu();
+        let gram = self.synth.gram();
+        let m = &pack.contents().modulated;
+        let later = cfg.layers - cfg.modulated_layer - 1;
+        assert_eq!(
+            cfg.out_channels, channels,
+            "tiles must carry the pack's channels"
+        );
+
+        // Forward: the modulated layer with column-normalised V, then the later layers.
+        s.acts.resize_with(later, Vec::new);
+        s.scale.resize(tiles * d, 0.0);
+        s.v_norm.resize(r * d, 0.0);
+        s.acts[0].resize(rows * d, 0.0);
+        for (t, vt) in v.chunks_exact(r * d).enumerate() {
+            let scale = &mut s.scale[t * d..(t + 1) * d];
+            for (j, c) in scale.iter_mut().enumerate() {
+                *c = if cfg.weight_norm {
+                    let mut sq = 0f64;
+                    for i in 0..r {
+                        let vi = f64::from(vt[i * d + j]);
+                        for k in 0..r {
+                            sq += vi * gram[i * r + k] * f64::from(vt[k * d + j]);
+                        }
+                    }
+                    if sq > 0.0 {
+                        1.0 / sq.sqrt()
+                    } else {
+                        0.0
+                    }
+                } else {
+                    1.0
+                };
+            }
+            for i in 0..r {
+                for j in 0..d {
+                    s.v_norm[i * d + j] = vt[i * d + j] * scale[j] as f32;
+                }
+            }
+            let a = &mut s.acts[0][t * p * d..(t + 1) * p * d];
+            fill_rows_with(a, &m.bias);
+            gemm_acc(p, r, d, hu, &s.v_norm, a);
+        }
+        relu(&mut s.acts[0]);
+        for k in 0..later {
+            let l = cfg.modulated_layer + 1 + k;
+            let layer = pack.normalised_layer(l).expect("shared layer");
+            let (input, rest) = s.acts.split_at_mut(k + 1);
+            let input = &input[k];
+            let last = k + 1 == later;
+            let out = if last { &mut s.out } else { &mut rest[0] };
+            out.resize(rows * layer.outputs, 0.0);
+            fill_rows_with(out, &layer.bias);
+            gemm_acc(rows, layer.inputs, layer.outputs, input, &layer.weight, out);
+            if last {
+                for x in out.iter_mut() {
+                    *x += cfg.output_offset;
+                }
+            } else {
+                relu(out);
+            }
+        }
+
+        // Weighted squared error per tile, and its gradient with respect to the outputs.
+        let want_grad = grad.is_some();
+        if want_grad {
+            s.g.clear();
+            s.g.resize(rows * channels, 0.0);
+        }
+        for t in 0..tiles {
+            let w = &weight[t * p..(t + 1) * p];
+            let total: f64 = w.iter().map(|&x| f64::from(x)).sum();
+            if total <= 0.0 {
+                mse[t] = 0.0;
+                continue;
+            }
+            let norm = 1.0 / (total * channels as f64);
+            let mut sum = 0f64;
+            for (i, &ws) in w.iter().enumerate() {
+                let row = (t * p + i) * channels;
+                for ch in 0..channels {
+                    let e = s.out[row + ch] - target[row + ch];
+                    sum += f64::from(ws) * f64::from(e) * f64::from(e);
+                    if want_grad {
+                        s.g[row + ch] = (2.0 * norm * f64::from(ws) * f64::from(e)) as f32;
+                    }
+                }
+            }
+            mse[t] = sum * norm;
+        }
+        let Some(grad) = grad else { return };
+
+        // Backward through the later layers: g <- (g W^T) * [activation > 0].
+        for k in (0..later).rev() {
+            let l = cfg.modulated_layer + 1 + k;
+            let layer = pack.normalised_layer(l).expect("shared layer");
+            s.g_next.clear();
+            s.g_next.resize(rows * layer.inputs, 0.0);
+            gemm_acc_op(
+                rows,
+                layer.outputs,
+                layer.inputs,
+                Operand::Plain(&s.g),
+                Operand::Transposed(&layer.weight),
+                &mut s.g_next,
+            );
+            for (g, &a) in s.g_next.iter_mut().zip(&s.acts[k]) {
+                if a <= 0.0 {
+                    *g = 0.0;
+                }
+            }
+            std::mem::swap(&mut s.g, &mut s.g_next);
+        }
+
+        // The modulated layer: dL/dV' = hU^T g, then through the column normalisation.
+        s.g_v.resize(r * d, 0.0);
+        for (t, (vt, gt)) in v
+            .chunks_exact(r * d)
+            .zip(grad.chunks_exact_mut(r * d))
+            .enumerate()
+        {
+            s.g_v.fill(0.0);
+            gemm_acc_op(
+                r,
+                p,
+                d,
+                Operand::Transposed(hu),
+                Operand::Plain(&s.g[t * p * d..(t + 1) * p * d]),
+                &mut s.g_v,
+            );
+            let scale = &s.scale[t * d..(t + 1) * d];
+            for j in 0..d {
+                let c = scale[j];
+                if !cfg.weight_norm {
+                    for i in 0..r {
+                        gt[i * d + j] = s.g_v[i * d + j];
+                    }
+                    continue;
+                }
+                if c == 0.0 {
+                    for i in 0..r {
+                        gt[i * d + j] = 0.0;
+                    }
+                    continue;
+                }
+                let dot: f64 = (0..r)
+                    .map(|k| f64::from(s.g_v[k * d + j]) * f64::from(vt[k * d + j]))
+                    .sum();
+                for i in 0..r {
+                    let gv: f64 = (0..r)
+                        .map(|k| gram[i * r + k] * f64::from(vt[k * d + j]))
+                        .sum();
+                    gt[i * d + j] = (c * f64::from(s.g_v[i * d + j]) - c * c * c * gv * dot) as f32;
+                }
+            }
+        }
+    }
+}
