@@ -118,7 +118,7 @@ pub struct HyperNetwork {
 }
 
 /// The `encoder.*` tensor `name`, which must have shape `shape`.
-pub(crate) fn tensor<'a>(
+pub fn tensor<'a>(
     pack: &'a ModelPack,
     name: &str,
     shape: &[usize],
@@ -142,7 +142,7 @@ pub(crate) fn tensor<'a>(
 }
 
 /// The shape of the `encoder.*` tensor `name`, if present.
-pub(crate) fn tensor_shape<'a>(pack: &'a ModelPack, name: &str) -> Option<&'a [usize]> {
+pub fn tensor_shape<'a>(pack: &'a ModelPack, name: &str) -> Option<&'a [usize]> {
     pack.contents()
         .extra
         .iter()
@@ -151,7 +151,7 @@ pub(crate) fn tensor_shape<'a>(pack: &'a ModelPack, name: &str) -> Option<&'a [u
 }
 
 /// A scalar stored as a one-element `encoder.*` tensor.
-pub(crate) fn scalar(pack: &ModelPack, name: &str) -> Result<f32, EncodeError> {
+pub fn scalar(pack: &ModelPack, name: &str) -> Result<f32, EncodeError> {
     Ok(tensor(pack, name, &[1])?[0])
 }
 

@@ -26,11 +26,12 @@ use crate::synthesis::TileSynthesizer;
 
 pub mod hypernet;
 pub mod network;
-mod refine;
+pub mod refine;
 pub mod tiling;
 
 pub use hypernet::HyperNetwork;
 pub use network::DistortionModel;
+pub use refine::RateModel;
 pub use tiling::{AudioSignal, ImageSignal, Signal, Tiles};
 
 /// Name of the per-level lambda tensor (spec/model-pack.md §4.3).
@@ -161,6 +162,22 @@ pub struct Encoded {
     pub trials: usize,
 }
 
+/// Another engine that computes the quantised V of every tile, in place of this
+/// crate's CPU implementation: the GPU backend of `ipc-train` implements it with
+/// libtorch. It must follow the same method and objective (module documentation).
+pub trait VBackend {
+    /// The quantised V (tile after tile, `rank x width` each) of `tiles` at quality
+    /// level `level` with quantisation step `step`; `progress(done, total)` after each
+    /// refinement step.
+    fn quantised_v(
+        &self,
+        tiles: &Tiles,
+        level: u8,
+        step: f32,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<i32>, EncodeError>;
+}
+
 struct MetaInit {
     v0: Vec<f32>,
     steps: usize,
@@ -176,6 +193,13 @@ pub struct Encoder<'p> {
     hyper: Option<HyperNetwork>,
     meta: Option<MetaInit>,
     lambdas: Vec<f64>,
+    backend: Option<Box<dyn VBackend + 'p>>,
+}
+
+impl fmt::Debug for dyn VBackend + '_ {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VBackend")
+    }
 }
 
 impl fmt::Debug for MetaInit {
@@ -237,15 +261,7 @@ impl<'p> Encoder<'p> {
                 )
             }
         };
-        let levels = cfg.quality_levels.len();
-        let lambdas = match hypernet::tensor_shape(pack, LAMBDA_TENSOR) {
-            Some(_) => hypernet::tensor(pack, LAMBDA_TENSOR, &[levels])?
-                .iter()
-                .map(|&l| f64::from(l).max(0.0))
-                .collect(),
-            // Without the trained trade-off, refinement minimises distortion alone.
-            None => vec![0.0; levels],
-        };
+        let lambdas = pack_lambdas(pack)?;
         Ok(Encoder {
             pack,
             config,
@@ -253,7 +269,31 @@ impl<'p> Encoder<'p> {
             hyper,
             meta,
             lambdas,
+            backend: None,
         })
+    }
+
+    /// An encoder whose V comes from `backend` (for example a GPU); tiling, checks,
+    /// rate control, entropy coding and measurement stay as in [`Encoder::new`].
+    pub fn with_backend(
+        pack: &'p ModelPack,
+        config: EncoderConfig,
+        backend: Box<dyn VBackend + 'p>,
+    ) -> Result<Encoder<'p>, EncodeError> {
+        Ok(Encoder {
+            pack,
+            config,
+            model: DistortionModel::new(TileSynthesizer::new(pack)),
+            hyper: None,
+            meta: None,
+            lambdas: pack_lambdas(pack)?,
+            backend: Some(backend),
+        })
+    }
+
+    /// The lambda of each quality level (`encoder.lambda`, or 0 where the pack has none).
+    pub fn lambdas(&self) -> &[f64] {
+        &self.lambdas
     }
 
     /// The pack.
@@ -443,8 +483,13 @@ impl<'p> Encoder<'p> {
     ) -> Result<Encoded, EncodeError> {
         let cfg = self.pack.config();
         let step = (f64::from(cfg.quality_levels[usize::from(level)].step_q16) / 65536.0) as f32;
-        let v = self.predict(tiles, usize::from(level));
-        let q = self.quantised_v(tiles, v, level, step, progress);
+        let q = match &self.backend {
+            Some(backend) => backend.quantised_v(tiles, level, step, progress)?,
+            None => {
+                let v = self.predict(tiles, usize::from(level));
+                self.quantised_v(tiles, v, level, step, progress)
+            }
+        };
         let file = encode_quantised(self.pack, signal.geometry(), level, None, &q)?;
         let psnr = self.measure(signal, &file)?;
         let rate = file_rate(&signal.geometry(), file.len());
@@ -525,6 +570,20 @@ impl<'p> Encoder<'p> {
         );
         Ok(psnr(signal, &decoder.decode(file)?))
     }
+}
+
+/// The rate-distortion trade-off each quality level was trained for
+/// (`encoder.lambda`, spec/model-pack.md §4.3); 0 for every level of a pack without it,
+/// so that refinement then minimises distortion alone.
+pub fn pack_lambdas(pack: &ModelPack) -> Result<Vec<f64>, EncodeError> {
+    let levels = pack.config().quality_levels.len();
+    Ok(match hypernet::tensor_shape(pack, LAMBDA_TENSOR) {
+        Some(_) => hypernet::tensor(pack, LAMBDA_TENSOR, &[levels])?
+            .iter()
+            .map(|&l| f64::from(l).max(0.0))
+            .collect(),
+        None => vec![0.0; levels],
+    })
 }
 
 /// Bits per pixel (images) or kbit/s (audio) of a file of `bytes` bytes.

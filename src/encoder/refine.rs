@@ -15,15 +15,26 @@ use crate::entropy::VModel;
 use super::network::DistortionModel;
 use super::tiling::Tiles;
 
-/// Adam's moment decay rates and epsilon (Kingma and Ba's defaults).
-const BETA1: f64 = 0.9;
-const BETA2: f64 = 0.999;
-const ADAM_EPS: f64 = 1e-12;
+/// Adam's moment decay rates (Kingma and Ba's defaults) and epsilon.
+pub const BETA1: f64 = 0.9;
+/// See [`BETA1`].
+pub const BETA2: f64 = 0.999;
+/// See [`BETA1`].
+pub const ADAM_EPS: f64 = 1e-12;
 /// Learning rate at the first and the last refinement step, in units of the
 /// quantisation step: large enough to move values across rounding boundaries early,
 /// small enough to settle late.
-const LR_START: f64 = 0.5;
-const LR_END: f64 = 0.05;
+pub const LR_START: f64 = 0.5;
+/// See [`LR_START`].
+pub const LR_END: f64 = 0.05;
+
+/// The learning rate of refinement step `it` of `iterations`: cosine decay from
+/// [`LR_START`] to [`LR_END`] quantisation steps.
+pub fn learning_rate(it: usize, iterations: usize, step: f32) -> f64 {
+    let frac = it as f64 / (iterations.max(2) - 1) as f64;
+    f64::from(step)
+        * (LR_END + 0.5 * (LR_START - LR_END) * (1.0 + (std::f64::consts::PI * frac).cos()))
+}
 
 /// CAVIA inner loop: `V <- V - eps ||V||_F^2 grad_V mse`, `steps` times, on every tile.
 pub(crate) fn inner_steps(
@@ -50,22 +61,33 @@ pub(crate) fn inner_steps(
 }
 
 /// The rate side of the objective: code lengths under one quality level's tables.
-pub(crate) struct RateModel<'a> {
+#[derive(Debug, Clone, Copy)]
+pub struct RateModel<'a> {
     model: &'a VModel,
 }
 
 impl<'a> RateModel<'a> {
-    pub(crate) fn new(model: &'a VModel) -> RateModel<'a> {
+    /// The rate model of one level's coding model.
+    pub fn new(model: &'a VModel) -> RateModel<'a> {
         RateModel { model }
     }
 
     /// Bits of one tile's quantised V.
-    pub(crate) fn bits(&self, q: &[i32]) -> f64 {
+    pub fn bits(&self, q: &[i32]) -> f64 {
         let models = self.model.symbol_models();
         q.iter()
             .zip(self.model.contexts())
             .map(|(&v, &c)| models[usize::from(c)].code_length(v))
             .sum()
+    }
+
+    /// Gradient of the rate term with respect to V for one tile (`v`, continuous),
+    /// in bits per unit of V: the slope of the code length between the integers either
+    /// side of `v / step`.
+    pub fn gradient(&self, v: &[f32], step: f32, out: &mut [f64]) {
+        for ((o, &x), &c) in out.iter_mut().zip(v).zip(self.model.contexts()) {
+            *o = self.slope(c, x / step) / f64::from(step);
+        }
     }
 
     /// Slope of the code length at `u = v / step` with respect to `u`: the difference
@@ -78,7 +100,7 @@ impl<'a> RateModel<'a> {
 }
 
 /// Rounds `v / step` to the nearest integer (halves away from zero), saturating.
-pub(crate) fn quantise(v: &[f32], step: f32, q: &mut [i32]) {
+pub fn quantise(v: &[f32], step: f32, q: &mut [i32]) {
     for (q, &x) in q.iter_mut().zip(v) {
         *q = (x / step).round() as i32;
     }
@@ -139,10 +161,7 @@ pub(crate) fn refine(
         if !want_grad {
             break;
         }
-        // Cosine decay of the learning rate from LR_START to LR_END steps.
-        let frac = it as f64 / (iterations.max(2) - 1) as f64;
-        let lr = f64::from(step)
-            * (LR_END + 0.5 * (LR_START - LR_END) * (1.0 + (std::f64::consts::PI * frac).cos()));
+        let lr = learning_rate(it, iterations, step);
         let t = (it + 1) as i32;
         let (c1, c2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
         for (t_idx, chunk) in (0..n).step_by(v_len).enumerate() {

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod encode;
 pub mod entropy;
 pub mod export;
 pub mod model;

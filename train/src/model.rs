@@ -327,6 +327,21 @@ impl IpcModel {
         }
     }
 
+    /// Replaces the Fourier frequencies (a pack stores its own, which need not be
+    /// log-spaced) and recomputes the tile features.
+    pub fn set_frequencies(&mut self, frequencies: Vec<f32>) {
+        let coord_dim = if self.config.channels() == 3 { 2 } else { 1 };
+        let dim = 2 * coord_dim * frequencies.len();
+        self.features = Tensor::from_slice(&tile_features(
+            &frequencies,
+            self.config.model.tile,
+            coord_dim,
+        ))
+        .reshape([self.config.tile_samples() as i64, dim as i64])
+        .to_device(self.device());
+        self.frequencies = frequencies;
+    }
+
     /// The device the variables live on.
     pub fn device(&self) -> Device {
         self.features.device()

@@ -1,0 +1,396 @@
+//! The libtorch encoder backend (`ipc-codec encode --device cuda`): the same method and
+//! objective as the pure-Rust encoder (`ipc_codec::encoder`, whose module documentation
+//! states them), computed by the tch model loaded from a pack, on a GPU or the CPU.
+//!
+//! The hypernetwork runs in one pass; CAVIA inner steps and quantisation-aware
+//! refinement take gradients by autograd. The rate term's gradient, which needs the
+//! pack's integer tables, is computed by `ipc_codec::encoder::RateModel` on the CPU
+//! (V is small next to the activations). Results agree with the CPU encoder within
+//! floating-point tolerance; they are not bit-identical (different summation orders
+//! can flip a rounding decision in refinement).
+
+use ipc_codec::encoder::{hypernet, refine, EncodeError, Method, RateModel, Tiles, VBackend};
+use ipc_codec::pack::PackContents;
+use ipc_codec::ModelPack;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::config::TrainConfig;
+use crate::model::IpcModel;
+
+/// Tiles per batch on the device: bounds activation memory (about 1.3 GB for 32x32
+/// tiles of width 64 in a refinement step) while keeping a GPU busy.
+const TILES_PER_BATCH: usize = 1024;
+
+fn torch_error(e: tch::TchError) -> EncodeError {
+    EncodeError::Input(format!("libtorch: {e}"))
+}
+
+/// A training configuration that builds a model of `pack`'s shape and method; its
+/// schedule and data fields are unused.
+pub fn config_of_pack(pack: &ModelPack, method: Method) -> Result<TrainConfig, EncodeError> {
+    let c = pack.config();
+    let image = c.coord_dim == 2;
+    let lambdas = ipc_codec::encoder::pack_lambdas(pack)?;
+    let levels: Vec<String> = c
+        .quality_levels
+        .iter()
+        .zip(&lambdas)
+        .map(|(q, l)| {
+            format!(
+                "{{ step = {:e}, lambda = {:e} }}",
+                f64::from(q.step_q16) / 65536.0,
+                l
+            )
+        })
+        .collect();
+    let encoder = match method {
+        Method::Hyper => {
+            let shape =
+                hypernet::tensor_shape(pack, "encoder.hyper.embed.weight").ok_or_else(|| {
+                    EncodeError::PackTensor {
+                        name: "encoder.hyper.embed.weight".into(),
+                        problem: "missing: the pack has no hypernetwork".into(),
+                    }
+                })?;
+            let (token_len, dim) = (shape[0], shape.get(1).copied().unwrap_or(0));
+            let patch = if image {
+                (1..=c.tile_width)
+                    .find(|p| p * p * 3 == token_len)
+                    .unwrap_or(0)
+            } else {
+                token_len
+            };
+            let depth = (0..)
+                .take_while(|i| {
+                    hypernet::tensor_shape(pack, &format!("encoder.hyper.blocks.{i}.qkv.weight"))
+                        .is_some()
+                })
+                .count();
+            let heads = hypernet::scalar(pack, "encoder.hyper.heads")?;
+            format!(
+                "method = \"hyper\"\npatch = {patch}\ndim = {dim}\ndepth = {depth}\nheads = {heads}\n"
+            )
+        }
+        Method::Meta => {
+            let steps = hypernet::scalar(pack, "encoder.meta.inner_steps")?;
+            let lr = hypernet::scalar(pack, "encoder.meta.inner_lr")?;
+            format!("method = \"meta\"\npatch = 1\ninner_steps = {steps}\ninner_lr = {lr:e}\n")
+        }
+    };
+    let text = format!(
+        r#"name = {name:?}
+modality = "{modality}"
+[model]
+frequencies = {frequencies}
+max_frequency = 1.0
+width = {width}
+layers = {layers}
+modulated_layer = {modulated}
+rank = {rank}
+tile = [{tw}, {th}]
+weight_norm = {weight_norm}
+{sample_rate}
+[encoder]
+{encoder}
+[rate]
+levels = [{levels}]
+[train]
+steps = 1
+batch = 1
+lr = 0.001
+[data]
+dir = "unused"
+"#,
+        name = c.name,
+        modality = if image { "image" } else { "audio" },
+        frequencies = c.frequencies,
+        width = c.width,
+        layers = c.layers,
+        modulated = c.modulated_layer,
+        rank = c.rank,
+        tw = c.tile_width,
+        th = c.tile_height,
+        weight_norm = c.weight_norm,
+        sample_rate = c
+            .sample_rate
+            .map(|r| format!("sample_rate = {r}"))
+            .unwrap_or_default(),
+        levels = levels.join(", "),
+    );
+    TrainConfig::parse(&text)
+        .map_err(|e| EncodeError::Input(format!("pack {} as a tch model: {e}", pack.id())))
+}
+
+/// The value a model variable takes from a pack, by its name (spec/model-pack.md §4).
+fn pack_tensor(contents: &PackContents, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+    if let Some((_, shape, data)) = contents.extra.iter().find(|(n, _, _)| n == name) {
+        return Some((shape.clone(), data.clone()));
+    }
+    let rest = name.strip_prefix("layers.")?;
+    let (l, field) = rest.split_once('.')?;
+    let l: usize = l.parse().ok()?;
+    match (contents.layers.get(l)?, field) {
+        (Some(layer), "weight") => Some((vec![layer.inputs, layer.outputs], layer.weight.clone())),
+        (Some(layer), "bias") => Some((vec![layer.outputs], layer.bias.clone())),
+        (None, "u") => {
+            let m = &contents.modulated;
+            Some((vec![m.inputs, m.rank], m.u.clone()))
+        }
+        (None, "bias") => Some((
+            vec![contents.modulated.outputs],
+            contents.modulated.bias.clone(),
+        )),
+        _ => None,
+    }
+}
+
+/// Builds the tch model of `pack` on `device` with the pack's weights.
+pub fn model_of_pack(
+    pack: &ModelPack,
+    method: Method,
+    device: Device,
+) -> Result<(IpcModel, nn::VarStore), EncodeError> {
+    let config = config_of_pack(pack, method)?;
+    let vs = nn::VarStore::new(device);
+    let mut model = IpcModel::new(&vs.root(), &config);
+    model.set_frequencies(pack.contents().frequencies.clone());
+    for (name, mut var) in vs.variables() {
+        if name.starts_with("entropy.") {
+            // The learned Laplace parameters are a training device; encoding uses the
+            // pack's integer tables.
+            continue;
+        }
+        let (shape, data) =
+            pack_tensor(pack.contents(), &name).ok_or_else(|| EncodeError::PackTensor {
+                name: name.clone(),
+                problem: "missing".into(),
+            })?;
+        let want: Vec<usize> = var.size().iter().map(|&d| d as usize).collect();
+        if shape != want {
+            return Err(EncodeError::PackTensor {
+                name,
+                problem: format!("shape {shape:?}, the model has {want:?}"),
+            });
+        }
+        let src = Tensor::from_slice(&data)
+            .reshape(var.size())
+            .to_device(device);
+        tch::no_grad(|| var.copy_(&src));
+    }
+    Ok((model, vs))
+}
+
+/// Per-tile weighted mean squared error, `[batch]` (the CPU encoder's definition).
+fn weighted_mse(recon: &Tensor, target: &Tensor, weight: &Tensor) -> Tensor {
+    let channels = target.size()[2] as f64;
+    let sse = ((recon - target).square() * weight.unsqueeze(-1)).sum_dim_intlist(
+        &[1i64, 2][..],
+        false,
+        Kind::Float,
+    );
+    sse / (weight.sum_dim_intlist(&[1i64][..], false, Kind::Float) * channels).clamp_min(1e-12)
+}
+
+/// Rounds half away from zero, as `f32::round` does in the CPU encoder.
+fn round_half_away(u: &Tensor) -> Tensor {
+    u.sign() * (u.abs() + 0.5).floor()
+}
+
+/// The libtorch backend of [`ipc_codec::encoder::Encoder::with_backend`].
+pub struct TorchBackend<'p> {
+    pack: &'p ModelPack,
+    model: IpcModel,
+    _vs: nn::VarStore,
+    method: Method,
+    effort: usize,
+    lambdas: Vec<f64>,
+}
+
+impl<'p> TorchBackend<'p> {
+    /// Loads `pack` for `method` onto `device`.
+    pub fn new(
+        pack: &'p ModelPack,
+        method: Method,
+        effort: usize,
+        device: Device,
+    ) -> Result<TorchBackend<'p>, EncodeError> {
+        let (model, vs) = model_of_pack(pack, method, device)?;
+        Ok(TorchBackend {
+            pack,
+            model,
+            _vs: vs,
+            method,
+            effort,
+            lambdas: ipc_codec::encoder::pack_lambdas(pack)?,
+        })
+    }
+
+    /// The tch model.
+    pub fn model(&self) -> &IpcModel {
+        &self.model
+    }
+
+    fn batch(&self, tiles: &Tiles, range: std::ops::Range<usize>) -> (Tensor, Tensor) {
+        let (s, c) = (tiles.samples, tiles.channels);
+        let n = range.len() as i64;
+        let device = self.model.device();
+        let x = Tensor::from_slice(&tiles.targets[range.start * s * c..range.end * s * c])
+            .reshape([n, s as i64, c as i64])
+            .to_device(device);
+        let w = Tensor::from_slice(&tiles.weights[range.start * s..range.end * s])
+            .reshape([n, s as i64])
+            .to_device(device);
+        (x, w)
+    }
+
+    /// V of a batch before quantisation, `[batch, rank, width]`.
+    pub fn predict(&self, x: &Tensor, w: &Tensor, level: usize) -> Tensor {
+        let n = x.size()[0];
+        match self.method {
+            Method::Hyper => {
+                let hyper = self.model.hyper.as_ref().expect("hyper model");
+                let levels = Tensor::full([n], level as i64, (Kind::Int64, x.device()));
+                tch::no_grad(|| hyper.forward(x, &levels))
+            }
+            Method::Meta => {
+                let e = &self.model.config.encoder;
+                let v0 = self.model.v0.as_ref().expect("meta model");
+                let mut v = v0.detach().unsqueeze(0).expand([n, -1, -1], false).copy();
+                for _ in 0..e.inner_steps {
+                    let leaf = v.detach().set_requires_grad(true);
+                    let mse = weighted_mse(&self.model.synthesize(&leaf), x, w).sum(Kind::Float);
+                    let grad = Tensor::run_backward(&[&mse], &[&leaf], false, false)
+                        .pop()
+                        .expect("one gradient");
+                    let scale =
+                        leaf.detach()
+                            .square()
+                            .sum_dim_intlist(&[1i64, 2][..], true, Kind::Float);
+                    v = leaf.detach() - grad * scale * e.inner_lr;
+                }
+                v.detach()
+            }
+        }
+    }
+
+    /// Quantisation-aware refinement of one batch (the CPU encoder's algorithm).
+    #[allow(clippy::too_many_arguments)]
+    fn refine(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        mut v: Tensor,
+        rate: &RateModel<'_>,
+        step: f32,
+        lambda: f64,
+        progress: &mut dyn FnMut(usize),
+    ) -> Vec<i32> {
+        let n = x.size()[0] as usize;
+        let v_len = (v.size()[1] * v.size()[2]) as usize;
+        let real: Vec<f64> = Vec::<f64>::try_from(
+            w.sum_dim_intlist(&[1i64][..], false, Kind::Double)
+                .to_device(Device::Cpu),
+        )
+        .expect("weights")
+        .into_iter()
+        .map(|s| s.max(1.0))
+        .collect();
+        let iterations = self.effort;
+        let mut best = vec![f64::INFINITY; n];
+        let mut best_q = vec![0i32; n * v_len];
+        let mut m1 = v.zeros_like();
+        let mut m2 = v.zeros_like();
+        let mut rate_grad = vec![0f64; n * v_len];
+        for it in 0..=iterations {
+            let q = round_half_away(&(&v / f64::from(step)));
+            let want_grad = it < iterations;
+            let leaf = (&q * f64::from(step)).detach().set_requires_grad(want_grad);
+            let mse = weighted_mse(&self.model.synthesize(&leaf), x, w);
+            let q_cpu: Vec<i32> =
+                Vec::try_from(q.to_kind(Kind::Int).to_device(Device::Cpu).flatten(0, -1))
+                    .expect("i32 values");
+            let mse_cpu: Vec<f64> =
+                Vec::try_from(mse.detach().to_kind(Kind::Double).to_device(Device::Cpu))
+                    .expect("f64 values");
+            for t in 0..n {
+                let span = t * v_len..(t + 1) * v_len;
+                let loss = mse_cpu[t] + lambda * rate.bits(&q_cpu[span.clone()]) / real[t];
+                if loss < best[t] {
+                    best[t] = loss;
+                    best_q[span.clone()].copy_from_slice(&q_cpu[span]);
+                }
+            }
+            if !want_grad {
+                break;
+            }
+            let grad = Tensor::run_backward(&[&mse.sum(Kind::Float)], &[&leaf], false, false)
+                .pop()
+                .expect("one gradient");
+            let v_cpu: Vec<f32> =
+                Vec::try_from(v.to_device(Device::Cpu).flatten(0, -1)).expect("f32");
+            for ((vt, gt), &r) in v_cpu
+                .chunks_exact(v_len)
+                .zip(rate_grad.chunks_exact_mut(v_len))
+                .zip(&real)
+            {
+                rate.gradient(vt, step, gt);
+                for g in gt {
+                    *g *= lambda / r;
+                }
+            }
+            let g = grad
+                + Tensor::from_slice(&rate_grad)
+                    .to_kind(Kind::Float)
+                    .reshape(v.size())
+                    .to_device(v.device());
+            let lr = refine::learning_rate(it, iterations, step);
+            let t = (it + 1) as i32;
+            let (c1, c2) = (1.0 - refine::BETA1.powi(t), 1.0 - refine::BETA2.powi(t));
+            m1 = &m1 * refine::BETA1 + &g * (1.0 - refine::BETA1);
+            m2 = &m2 * refine::BETA2 + g.square() * (1.0 - refine::BETA2);
+            let update = (&m1 / c1) / ((&m2 / c2).sqrt() + refine::ADAM_EPS) * lr;
+            v = (&v - update).detach();
+            progress(it + 1);
+        }
+        best_q
+    }
+}
+
+impl VBackend for TorchBackend<'_> {
+    fn quantised_v(
+        &self,
+        tiles: &Tiles,
+        level: u8,
+        step: f32,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<i32>, EncodeError> {
+        let vmodel = self
+            .pack
+            .v_model(usize::from(level))
+            .ok_or_else(|| EncodeError::Input(format!("no quality level {level}")))?;
+        let rate = RateModel::new(vmodel);
+        let lambda = self.lambdas[usize::from(level)];
+        let mut out = Vec::with_capacity(tiles.count * vmodel.elements_per_tile());
+        let batches = tiles.count.div_ceil(TILES_PER_BATCH);
+        for b in 0..batches {
+            let range = b * TILES_PER_BATCH..((b + 1) * TILES_PER_BATCH).min(tiles.count);
+            let (x, w) = self.batch(tiles, range);
+            let v = self.predict(&x, &w, usize::from(level));
+            if self.effort == 0 {
+                let q = round_half_away(&(&v / f64::from(step)));
+                let q: Vec<i32> =
+                    Vec::try_from(q.to_kind(Kind::Int).to_device(Device::Cpu).flatten(0, -1))
+                        .map_err(torch_error)?;
+                out.extend(q);
+            } else {
+                let effort = self.effort;
+                let q = self.refine(&x, &w, v, &rate, step, lambda, &mut |done| {
+                    // Batches run one after another; report steps over all of them.
+                    progress(b * effort + done, batches * effort)
+                });
+                out.extend(q);
+            }
+        }
+        Ok(out)
+    }
+}

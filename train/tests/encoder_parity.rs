@@ -1,0 +1,281 @@
+//! The pure-Rust encoder against the tch model on the same exported pack: the
+//! hypernetwork's V, the CAVIA inner steps, the distortion gradient, and whole encodes
+//! through the libtorch backend (on the CPU here; the same code runs on a GPU).
+
+use ipc_codec::encoder::{
+    DistortionModel, Encoder, EncoderConfig, ImageSignal, Method, RateModel, RateTarget, Signal,
+    Tiles,
+};
+use ipc_codec::pack::synthetic::SplitMix64;
+use ipc_codec::synthesis::TileSynthesizer;
+use ipc_codec::ModelPack;
+use ipc_train::config::TrainConfig;
+use ipc_train::encode::{model_of_pack, TorchBackend};
+use ipc_train::trainer::Trainer;
+use tch::{Device, Kind, Tensor};
+
+fn config(modality: &str, method: &str) -> TrainConfig {
+    let (tile, patch, extra) = if modality == "image" {
+        ("[8, 8]", 4, "")
+    } else {
+        ("[64, 1]", 16, "sample_rate = 16000")
+    };
+    TrainConfig::parse(&format!(
+        r#"
+name = "encoder-parity-{modality}"
+modality = "{modality}"
+seed = 11
+[model]
+frequencies = 8
+max_frequency = 32.0
+width = 24
+layers = 4
+rank = 3
+tile = {tile}
+{extra}
+[encoder]
+method = "{method}"
+patch = {patch}
+dim = 16
+depth = 2
+heads = 2
+inner_steps = 3
+inner_lr = 0.05
+[rate]
+levels = [{{ step = 0.5, lambda = 0.01 }}, {{ step = 0.125, lambda = 0.001 }}]
+[train]
+steps = 4
+batch = 3
+lr = 0.01
+[data]
+dir = "unused"
+"#
+    ))
+    .unwrap()
+}
+
+/// A pack from a few real training steps, so no weight is at its initial value.
+fn trained_pack(modality: &str, method: &str) -> ModelPack {
+    // One thread: libtorch's multi-threaded reductions would make the pack, and with it
+    // the encodes compared below, differ from run to run.
+    tch::set_num_threads(1);
+    let cfg = config(modality, method);
+    let mut trainer = Trainer::new(&cfg, Device::Cpu).unwrap();
+    let shape = [3, cfg.tile_samples() as i64, cfg.channels() as i64];
+    for _ in 0..4 {
+        trainer.train_step(&(Tensor::rand(shape, (Kind::Float, Device::Cpu)) * 0.8 - 0.3));
+    }
+    ModelPack::from_safetensors(
+        &trainer
+            .export("encoder parity")
+            .unwrap()
+            .to_safetensors()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Whole tiles (no padding, where the tch model's plain MSE and the encoder's weighted
+/// MSE agree) of random content.
+fn tiles(pack: &ModelPack, count: usize, seed: u64) -> Tiles {
+    let c = pack.config();
+    let samples = c.tile_width * c.tile_height;
+    let mut rng = SplitMix64(seed);
+    Tiles {
+        count,
+        samples,
+        channels: c.out_channels,
+        targets: (0..count * samples * c.out_channels)
+            .map(|_| 0.4 + rng.uniform(0.4))
+            .collect(),
+        weights: vec![1.0; count * samples],
+    }
+}
+
+fn as_tensor(tiles: &Tiles) -> Tensor {
+    Tensor::from_slice(&tiles.targets).reshape([
+        tiles.count as i64,
+        tiles.samples as i64,
+        tiles.channels as i64,
+    ])
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn to_vec(t: &Tensor) -> Vec<f32> {
+    Vec::try_from(t.detach().to_kind(Kind::Float).flatten(0, -1)).unwrap()
+}
+
+#[test]
+fn hypernetwork_matches_tch() {
+    for modality in ["image", "audio"] {
+        let pack = trained_pack(modality, "hyper");
+        let (model, _vs) = model_of_pack(&pack, Method::Hyper, Device::Cpu).unwrap();
+        let encoder = Encoder::new(&pack, EncoderConfig::default()).unwrap();
+        let t = tiles(&pack, 5, 1);
+        for level in 0..2 {
+            let rust = encoder.predict(&t, level);
+            let levels = Tensor::full([5], level as i64, (Kind::Int64, Device::Cpu));
+            let torch = to_vec(&tch::no_grad(|| {
+                model
+                    .hyper
+                    .as_ref()
+                    .unwrap()
+                    .forward(&as_tensor(&t), &levels)
+            }));
+            let diff = max_abs_diff(&rust, &torch);
+            assert!(
+                diff <= 1e-4,
+                "{modality} level {level}: max abs diff {diff}"
+            );
+        }
+    }
+}
+
+#[test]
+fn inner_steps_match_tch() {
+    for modality in ["image", "audio"] {
+        let pack = trained_pack(modality, "meta");
+        let (model, _vs) = model_of_pack(&pack, Method::Meta, Device::Cpu).unwrap();
+        let encoder = Encoder::new(
+            &pack,
+            EncoderConfig {
+                method: Method::Meta,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let t = tiles(&pack, 4, 2);
+        let rust = encoder.predict(&t, 0);
+        let torch = to_vec(&model.adapt(&as_tensor(&t), 3, 0.05, false));
+        let diff = max_abs_diff(&rust, &torch);
+        assert!(diff <= 1e-4, "{modality}: max abs diff {diff}");
+    }
+}
+
+#[test]
+fn distortion_gradient_matches_autograd() {
+    for modality in ["image", "audio"] {
+        let pack = trained_pack(modality, "hyper");
+        let (model, _vs) = model_of_pack(&pack, Method::Hyper, Device::Cpu).unwrap();
+        let t = tiles(&pack, 3, 3);
+        let c = pack.config();
+        let v: Vec<f32> = SplitMix64(4).uniform_vec(3 * c.rank * c.width, 1.0);
+        let rust_model = DistortionModel::new(TileSynthesizer::new(&pack));
+        let mut grad = vec![0f32; v.len()];
+        let mut mse = vec![0f64; 3];
+        rust_model.evaluate(&v, &t, Some(&mut grad), &mut mse, 1);
+        let leaf = Tensor::from_slice(&v)
+            .reshape([3, c.rank as i64, c.width as i64])
+            .set_requires_grad(true);
+        let torch_mse =
+            ipc_train::model::IpcModel::instance_mse(&model.synthesize(&leaf), &as_tensor(&t));
+        let g = Tensor::run_backward(&[&torch_mse.sum(Kind::Float)], &[&leaf], false, false)
+            .pop()
+            .unwrap();
+        let torch_grad = to_vec(&g);
+        let scale = torch_grad.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let diff = max_abs_diff(&grad, &torch_grad);
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "{modality}: {diff} (scale {scale})"
+        );
+        let torch_mse = to_vec(&torch_mse);
+        for (a, b) in mse.iter().zip(&torch_mse) {
+            assert!(
+                (a - f64::from(*b)).abs() <= 1e-5 * a.max(1e-3),
+                "{a} vs {b}"
+            );
+        }
+    }
+}
+
+/// The objective refinement minimises (spec: ipc_codec::encoder), summed over tiles,
+/// for the quantised V a file carries.
+fn objective(pack: &ModelPack, signal: &Signal, file: &[u8]) -> f64 {
+    let (header, q) = ipc_codec::Decoder::new(pack)
+        .decode_quantised(file)
+        .unwrap();
+    let c = pack.config();
+    let tiles = Tiles::of_signal(signal, c.tile_width, c.tile_height);
+    let step = header.step();
+    let v: Vec<f32> = q.iter().map(|&k| k as f32 * step).collect();
+    let mut mse = vec![0f64; tiles.count];
+    DistortionModel::new(TileSynthesizer::new(pack)).evaluate(&v, &tiles, None, &mut mse, 1);
+    let level = usize::from(header.quality_level);
+    let rate = RateModel::new(pack.v_model(level).unwrap());
+    let lambda = ipc_codec::encoder::pack_lambdas(pack).unwrap()[level];
+    let per_tile = c.rank * c.width;
+    (0..tiles.count)
+        .map(|t| {
+            let real: f32 = tiles.weights[t * tiles.samples..(t + 1) * tiles.samples]
+                .iter()
+                .sum();
+            mse[t]
+                + lambda * rate.bits(&q[t * per_tile..(t + 1) * per_tile])
+                    / f64::from(real.max(1.0))
+        })
+        .sum()
+}
+
+/// Whole encodes with refinement: the libtorch backend reaches the same objective as
+/// the CPU encoder, within tolerance, for both methods, and effort lowers it.
+#[test]
+fn torch_backend_encodes_like_the_cpu_encoder() {
+    for method in ["hyper", "meta"] {
+        let pack = trained_pack("image", method);
+        let method = method.parse::<Method>().unwrap();
+        let mut rng = SplitMix64(5);
+        let image = ImageSignal {
+            width: 21,
+            height: 14,
+            channels: 3,
+            bit_depth: 8,
+            samples: (0..21 * 14 * 3)
+                .map(|i| {
+                    ((0.5 + 0.3 * ((i / 3) as f32 / 9.0).sin() + rng.uniform(0.05)) * 255.0).round()
+                        / 255.0
+                })
+                .collect(),
+        };
+        let signal = Signal::Image(image);
+        let mut objectives = Vec::new();
+        for effort in [0, 8, 30] {
+            let config = EncoderConfig {
+                method,
+                effort,
+                ..Default::default()
+            };
+            let cpu = Encoder::new(&pack, config)
+                .unwrap()
+                .encode(&signal, RateTarget::Quality(1), &mut |_| {})
+                .unwrap();
+            let backend = TorchBackend::new(&pack, method, effort, Device::Cpu).unwrap();
+            let torch = Encoder::with_backend(&pack, config, Box::new(backend))
+                .unwrap()
+                .encode(&signal, RateTarget::Quality(1), &mut |_| {})
+                .unwrap();
+            let (a, b) = (
+                objective(&pack, &signal, &cpu.file),
+                objective(&pack, &signal, &torch.file),
+            );
+            // Summation orders differ, so a rounding decision can flip and the paths
+            // part; the objective reached must stay close.
+            assert!(
+                (a - b).abs() <= 0.02 * a,
+                "{method} effort {effort}: objective {a} (CPU) vs {b} (libtorch)"
+            );
+            objectives.push(b);
+        }
+        assert!(
+            objectives[2] < objectives[1] && objectives[1] < objectives[0],
+            "{method}: effort must lower the objective on libtorch: {objectives:?}"
+        );
+    }
+}
