@@ -3,35 +3,76 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use ipc_codec::encoder::Method;
 use ipc_codec::Limits;
 
+use crate::encode::DEFAULT_EFFORT;
+
 const MAIN_AFTER_HELP: &str = "\
+The default image and speech model packs are built in; --model picks another.
+
 Examples:
-  ipc-codec decode photo.ipc -o photo.png --model image.ipcpack
-  ipc-codec decode speech.ipc -o speech.wav --model audio.ipcpack
+  ipc-codec encode photo.png -o photo.ipc
+  ipc-codec encode voice.wav -o voice.ipc
+  ipc-codec decode photo.ipc -o photo.png
+  ipc-codec encode photo.png -o small.ipc --target-bpp 0.5
   ipc-codec info photo.ipc
-  cat photo.ipc | ipc-codec decode - -o - --model image.ipcpack > photo.png
+  cat photo.ipc | ipc-codec decode - -o - > photo.png
 
 Exit status:
   0  success
   1  other failure, mostly I/O (missing input, unwritable output)
-  2  usage error (bad arguments, output format does not fit the file, no --model)
-  3  the input is not a valid .ipc file (truncated, damaged, malformed)
-  4  the file uses an unsupported feature or exceeds a limit
-  5  the model pack cannot be read or is not the one the file needs";
+  2  usage error (bad arguments, output format does not fit the file, no such level)
+  3  the input is damaged or malformed (.ipc file, or PNG, JPEG or WAV for encode)
+  4  unsupported input (format, feature, transparency) or a limit is exceeded
+  5  the model pack cannot be read, does not code this kind of signal, or is not the
+     one the file needs";
+
+const ENCODE_AFTER_HELP: &str = "\
+The input format is found from the file's content: PNG (grey or RGB, 8 or 16 bits),
+JPEG, or WAV (8-, 16-, 24- or 32-bit integer or 32-bit float, 1 to 255 channels).
+Without --model, images use the built-in image pack and WAV files the built-in speech
+pack. A WAV file at another sample rate than the pack's is resampled to it first
+(band-limited), and the file records the pack's rate.
+
+The .ipc format holds no alpha channel. An image whose alpha is opaque everywhere is
+coded without it; one with transparent pixels is refused, unless --ignore-alpha is
+given, which drops the alpha channel and codes the colour as stored.
+
+The rate is chosen by one of --quality (a level: 0 is the smallest file, higher is
+better; default the pack's middle level), --target-bpp (images) or --target-kbps
+(audio): the best level within that rate, or --target-psnr: the smallest level that
+reaches that PSNR. The last three encode several levels to find it.
+
+The output appears only when it is complete (written beside OUT, then renamed). A
+summary goes to standard error, or with --json one JSON object to standard output
+(to standard error when OUT is '-').
+
+Examples:
+  ipc-codec encode photo.png -o photo.ipc
+  ipc-codec encode voice.wav -o voice.ipc
+  ipc-codec encode photo.jpg -o photo.ipc --quality 6 --effort 20
+  ipc-codec encode photo.png -o photo.ipc --target-psnr 30 --json
+  ipc-codec encode logo.png -o logo.ipc --ignore-alpha
+  ipc-codec encode music.wav -o music.ipc --model speech.ipcpack --target-kbps 16
+  cat photo.png | ipc-codec encode - -o - > photo.ipc";
 
 const DECODE_AFTER_HELP: &str = "\
 Images are written as PNG (8- or 16-bit, grey or RGB, as the file says), audio as
 16-bit PCM WAV with the file's channels and sample rate. The output appears only when
 it is complete: it is written to a temporary file beside OUT and renamed over OUT.
 
+Without --model, the built-in pack the file names is used; a file made with another
+pack needs that pack given with --model.
+
 Examples:
-  ipc-codec decode photo.ipc -o photo.png --model image.ipcpack
-  ipc-codec decode speech.ipc -o speech.wav --model audio.ipcpack --threads 4
-  ipc-codec decode - -o - --model image.ipcpack < photo.ipc > photo.png
-  ipc-codec decode photo.ipc -o - --format png --model image.ipcpack | display -
-  ipc-codec decode big.ipc -o big.png --model image.ipcpack --max-pixels 100000000";
+  ipc-codec decode photo.ipc -o photo.png
+  ipc-codec decode voice.ipc -o voice.wav --threads 4
+  ipc-codec decode photo.ipc -o photo.png --model my-image.ipcpack
+  ipc-codec decode - -o - < photo.ipc > photo.png
+  ipc-codec decode photo.ipc -o - --format png | display -
+  ipc-codec decode big.ipc -o big.png --max-pixels 100000000";
 
 const INFO_AFTER_HELP: &str = "\
 Shows every header field, the sizes and rate, whether the checksum holds, and the id of
@@ -45,7 +86,7 @@ Examples:
   ipc-codec info photo.ipc --json | jq .pack_id
   ipc-codec info - < photo.ipc";
 
-/// Decode and inspect .ipc neural image and audio files.
+/// Encode, decode and inspect .ipc neural image and audio files.
 #[derive(Debug, Parser)]
 #[command(
     name = "ipc-codec",
@@ -61,6 +102,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Encode a PNG or JPEG image or a WAV file into an .ipc file
+    #[command(after_help = ENCODE_AFTER_HELP)]
+    Encode(EncodeArgs),
     /// Decode an .ipc file to PNG (images) or WAV (audio)
     #[command(after_help = DECODE_AFTER_HELP)]
     Decode(DecodeArgs),
@@ -122,6 +166,102 @@ pub struct TrainArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("rate").args(["quality", "target_bpp", "target_kbps", "target_psnr"])
+))]
+pub struct EncodeArgs {
+    /// PNG, JPEG or WAV file (told apart by content), or '-' for standard input
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+
+    /// Output .ipc file, or '-' for standard output
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+
+    /// Model pack [default: the built-in image or speech pack, by the input]
+    #[arg(short, long, value_name = "PACK")]
+    pub model: Option<PathBuf>,
+
+    /// Quality level, higher is better [default: the pack's middle level]
+    #[arg(long, value_name = "Q")]
+    pub quality: Option<u8>,
+
+    /// The best level whose file has at most X bits per pixel (images)
+    #[arg(long, value_name = "X")]
+    pub target_bpp: Option<f64>,
+
+    /// The best level whose file has at most X kbit/s (audio)
+    #[arg(long, value_name = "X")]
+    pub target_kbps: Option<f64>,
+
+    /// The smallest level whose decoded PSNR reaches Y dB
+    #[arg(long, value_name = "Y")]
+    pub target_psnr: Option<f64>,
+
+    /// How V is predicted: hyper (the pack's hypernetwork, one pass) or meta (the
+    /// meta-learned start adapted by gradient steps)
+    #[arg(long, value_enum, default_value_t = MethodArg::Hyper)]
+    pub method: MethodArg,
+
+    /// Refinement steps: more effort, higher quality at the same rate, slower
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_EFFORT)]
+    pub effort: usize,
+
+    /// Encoder threads; 0 uses every core
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+
+    /// Where to encode
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+
+    /// No progress bar and no summary; errors are still reported
+    #[arg(long)]
+    pub quiet: bool,
+
+    /// Print the result as one JSON object (standard output, or standard error when OUT is '-')
+    #[arg(long)]
+    pub json: bool,
+
+    /// Drop the alpha channel of an image with transparent pixels instead of refusing it
+    #[arg(long)]
+    pub ignore_alpha: bool,
+
+    /// Refuse images of more pixels (width x height) than this
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_pixels)]
+    pub max_pixels: u64,
+
+    /// Refuse audio of more samples (frames x channels, also after resampling) than this
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_samples)]
+    pub max_samples: u64,
+}
+
+/// `--method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    Hyper,
+    Meta,
+}
+
+impl From<MethodArg> for Method {
+    fn from(m: MethodArg) -> Method {
+        match m {
+            MethodArg::Hyper => Method::Hyper,
+            MethodArg::Meta => Method::Meta,
+        }
+    }
+}
+
+/// `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// The CPU (pure Rust)
+    Cpu,
+    /// An NVIDIA GPU (needs a build with --features train)
+    Cuda,
+}
+
+#[derive(Debug, Args)]
 pub struct DecodeArgs {
     /// The .ipc file, or '-' for standard input
     #[arg(value_name = "IN")]
@@ -135,7 +275,7 @@ pub struct DecodeArgs {
     #[arg(short, long, value_enum)]
     pub format: Option<OutputFormat>,
 
-    /// The model pack the file was made with (required until default packs are built in)
+    /// The model pack the file was made with [default: the built-in pack the file names]
     #[arg(short, long, value_name = "PACK")]
     pub model: Option<PathBuf>,
 
@@ -158,7 +298,8 @@ pub struct InfoArgs {
     #[arg(value_name = "IN")]
     pub input: PathBuf,
 
-    /// Also check the file against this model pack and show its name
+    /// Also check the file against this model pack and show its name (without it, says
+    /// whether the pack the file needs is built in)
     #[arg(short, long, value_name = "PACK")]
     pub model: Option<PathBuf>,
 

@@ -11,6 +11,7 @@ use crate::atomic::AtomicFile;
 use crate::cli::{DecodeArgs, OutputFormat};
 use crate::failure::{one_line, Failure};
 use crate::input::{load_pack, Source};
+use crate::packs::BuiltIn;
 
 /// Where the decoded signal goes: a file (written atomically) or standard output.
 #[derive(Debug, Clone, Copy)]
@@ -41,22 +42,30 @@ pub fn run(args: &DecodeArgs) -> Result<()> {
     let modality = header.geometry.modality();
     let format = choose_format(sink, args.format, modality, &source)?;
 
-    let Some(pack_path) = &args.model else {
-        return Err(Failure::usage(format!(
-            "{} needs model pack {} ({}); give it with --model PACK \
-             (default packs are not built in yet)",
-            source.name(),
-            header.pack_id,
-            modality.name()
-        ))
-        .into());
+    let (pack, pack_name) = match &args.model {
+        Some(path) => (load_pack(path)?, path.display().to_string()),
+        None => {
+            let builtin = BuiltIn::for_modality(modality);
+            let pack = builtin.load()?;
+            if pack.id() != header.pack_id {
+                return Err(Failure::pack(format!(
+                    "{} needs model pack {}, which is not built in (the built-in {} pack is \
+                     {}); give it with --model PACK",
+                    source.name(),
+                    header.pack_id,
+                    modality.name(),
+                    pack.id()
+                ))
+                .into());
+            }
+            (pack, builtin.describe())
+        }
     };
-    let pack = load_pack(pack_path)?;
     let context = || {
         format!(
             "cannot decode {} with model pack {} ({})",
             source.name(),
-            pack_path.display(),
+            pack_name,
             pack.config().name
         )
     };

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::process::ExitCode;
 
+use ipc_codec::encoder::EncodeError;
 use ipc_codec::{Error, FormatError, PackError};
 
 /// Exit statuses (listed in `ipc-codec --help`).
@@ -13,7 +14,8 @@ pub enum Category {
     Other = 1,
     /// 2: the command line is wrong (also clap's own errors).
     Usage = 2,
-    /// 3: the input is not a valid `.ipc` file (truncated, damaged, malformed).
+    /// 3: the input is not a valid `.ipc` file (truncated, damaged, malformed), or for
+    /// `encode` a damaged PNG, JPEG or WAV file.
     Invalid = 3,
     /// 4: the file is valid but uses something unsupported or exceeds a limit.
     Unsupported = 4,
@@ -39,6 +41,13 @@ impl Failure {
     pub fn usage(message: impl Into<String>) -> Failure {
         Failure {
             category: Category::Usage,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Failure {
+        Failure {
+            category: Category::Invalid,
             message: message.into(),
         }
     }
@@ -74,12 +83,18 @@ pub fn categorise(err: &anyhow::Error) -> Category {
     }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<Error>() {
+            return library_category(e);
+        }
+        if let Some(e) = cause.downcast_ref::<EncodeError>() {
             return match e {
-                Error::Format(_) => Category::Invalid,
-                Error::Unsupported(_) | Error::LimitExceeded { .. } => Category::Unsupported,
-                Error::WrongPack { .. } | Error::PackMismatch { .. } | Error::Pack(_) => {
+                EncodeError::MethodUnavailable { .. } | EncodeError::PackTensor { .. } => {
                     Category::Pack
                 }
+                // The CLI checks modality, levels and targets itself first; what is
+                // left is a signal the pack cannot code.
+                EncodeError::Input(_) => Category::Unsupported,
+                EncodeError::LimitExceeded { .. } => Category::Unsupported,
+                EncodeError::Codec(e) => library_category(e),
                 _ => Category::Other,
             };
         }
@@ -91,6 +106,15 @@ pub fn categorise(err: &anyhow::Error) -> Category {
         }
     }
     Category::Other
+}
+
+fn library_category(e: &Error) -> Category {
+    match e {
+        Error::Format(_) => Category::Invalid,
+        Error::Unsupported(_) | Error::LimitExceeded { .. } => Category::Unsupported,
+        Error::WrongPack { .. } | Error::PackMismatch { .. } | Error::Pack(_) => Category::Pack,
+        _ => Category::Other,
+    }
 }
 
 /// The whole chain of causes on one line, `context: cause: cause`, leaving out a cause

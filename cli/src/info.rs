@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::cli::InfoArgs;
 use crate::input::{load_pack, Inspected, Source};
+use crate::packs::BuiltIn;
 
 /// What the checksum check found.
 enum Checksum {
@@ -54,6 +55,8 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         None => None,
     };
 
+    let built_in = BuiltIn::find(file.header.geometry.modality(), file.header.pack_id)
+        .map(|(b, pack)| (b.file_name, pack.config().name.clone()));
     let name = match source {
         Source::Stdin => "-".to_string(),
         Source::File(p) => p.display().to_string(),
@@ -65,12 +68,20 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             &checksum,
             damage.as_ref(),
             model.as_ref(),
+            built_in.as_ref(),
         ))
         .expect("JSON values serialise");
         s.push('\n');
         s
     } else {
-        to_text(&name, &file, &checksum, damage.as_ref(), model.as_ref())
+        to_text(
+            &name,
+            &file,
+            &checksum,
+            damage.as_ref(),
+            model.as_ref(),
+            built_in.as_ref(),
+        )
     };
     let mut stdout = io::stdout().lock();
     stdout
@@ -149,6 +160,7 @@ fn to_text(
     checksum: &Checksum,
     damage: Option<&Error>,
     model: Option<&PackCheck<'_>>,
+    built_in: Option<&(&str, String)>,
 ) -> String {
     let h = &file.header;
     let mut s = String::new();
@@ -256,6 +268,13 @@ fn to_text(
         },
     );
     line("pack needed", h.pack_id.to_string());
+    line(
+        "pack built in",
+        match built_in {
+            Some((file, name)) => format!("yes ({file}, \"{name}\")"),
+            None => "no (decoding needs --model)".into(),
+        },
+    );
     if let Some(m) = model {
         let verdict = match &m.problem {
             None => "matches".to_string(),
@@ -281,6 +300,7 @@ fn to_json(
     checksum: &Checksum,
     damage: Option<&Error>,
     model: Option<&PackCheck<'_>>,
+    built_in: Option<&(&str, String)>,
 ) -> Value {
     let h = &file.header;
     let (nx, ny) = h.tile_grid();
@@ -341,6 +361,7 @@ fn to_json(
         "damaged": damage.is_some(),
         "error": damage.map(inner_message),
         "pack_id": h.pack_id.to_string(),
+        "pack_built_in": built_in.map(|(file, name)| json!({ "file": file, "name": name })),
         "model": model.map(|m| json!({
             "path": m.path.display().to_string(),
             "id": m.pack.id().to_string(),

@@ -1,4 +1,4 @@
-//! `ipc-codec`: decode and inspect `.ipc` files from the command line.
+//! `ipc-codec`: encode, decode and inspect `.ipc` files from the command line.
 //!
 //! Errors are handled with `anyhow` here at the edge only; every failure is reported as
 //! one line `ipc-codec: <reason>` on standard error with an exit status by category
@@ -7,9 +7,13 @@
 mod atomic;
 mod cli;
 mod decode;
+mod encode;
 mod failure;
 mod info;
 mod input;
+mod media;
+mod packs;
+mod resample;
 #[cfg(feature = "train")]
 mod train;
 
@@ -25,6 +29,7 @@ fn main() -> ExitCode {
         Err(e) => return failure::report_clap(e),
     };
     let result = match &cli.command {
+        Command::Encode(args) => encode::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Info(args) => info::run(args),
         #[cfg(feature = "train")]

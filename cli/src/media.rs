@@ -1,0 +1,410 @@
+//! Reading the signals `encode` takes: PNG and JPEG images, WAV audio. The format is
+//! found from the first bytes, never from the file name, and every size is checked
+//! against the limits before the pixels or samples are read.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Cursor, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
+use ipc_codec::encoder::{AudioSignal, ImageSignal};
+use ipc_codec::Modality;
+
+use crate::failure::Failure;
+use crate::resample::Resampler;
+
+/// The input formats `encode` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    Png,
+    Jpeg,
+    Wav,
+}
+
+impl InputFormat {
+    /// The format whose signature `head` (the first bytes of a file) starts with.
+    pub fn sniff(head: &[u8]) -> Option<InputFormat> {
+        if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(InputFormat::Png)
+        } else if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            Some(InputFormat::Jpeg)
+        } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WAVE" {
+            Some(InputFormat::Wav)
+        } else {
+            None
+        }
+    }
+
+    pub fn modality(self) -> Modality {
+        match self {
+            InputFormat::Png | InputFormat::Jpeg => Modality::Image,
+            InputFormat::Wav => Modality::Audio,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Png => "PNG",
+            InputFormat::Jpeg => "JPEG",
+            InputFormat::Wav => "WAV",
+        }
+    }
+}
+
+trait ReadSeek: BufRead + Seek {}
+impl<T: BufRead + Seek> ReadSeek for T {}
+
+/// An input file, opened and identified, not yet read.
+pub struct Input {
+    /// How messages name it.
+    pub name: String,
+    pub format: InputFormat,
+    reader: Box<dyn ReadSeek>,
+}
+
+impl Input {
+    /// Opens `arg` (`-` is standard input, read into memory, at most `stdin_cap`
+    /// bytes) and identifies its format.
+    pub fn open(arg: &Path, stdin_cap: u64) -> Result<Input> {
+        let (name, mut reader): (String, Box<dyn ReadSeek>) = if arg.as_os_str() == "-" {
+            let name = "standard input".to_string();
+            let mut bytes = Vec::new();
+            io::stdin()
+                .lock()
+                .take(stdin_cap.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("cannot read {name}"))?;
+            if bytes.len() as u64 > stdin_cap {
+                return Err(Failure::unsupported(format!(
+                    "{name} holds more than {stdin_cap} bytes, more than an input within \
+                     --max-pixels and --max-samples can take"
+                ))
+                .into());
+            }
+            (name, Box::new(Cursor::new(bytes)))
+        } else {
+            let name = arg.display().to_string();
+            let file = File::open(arg).with_context(|| format!("cannot open {name}"))?;
+            (name, Box::new(BufReader::new(file)))
+        };
+        let mut head = Vec::with_capacity(16);
+        (&mut reader)
+            .take(16)
+            .read_to_end(&mut head)
+            .and_then(|_| reader.seek(SeekFrom::Start(0)))
+            .with_context(|| format!("cannot read {name}"))?;
+        let Some(format) = InputFormat::sniff(&head) else {
+            let what = if head.is_empty() {
+                "it is empty".to_string()
+            } else {
+                "expected PNG, JPEG or WAV".to_string()
+            };
+            return Err(
+                Failure::unsupported(format!("{name}: unsupported input format ({what})")).into(),
+            );
+        };
+        Ok(Input {
+            name,
+            format,
+            reader,
+        })
+    }
+}
+
+/// An image as read, ready for the encoder.
+pub struct ReadImage {
+    pub signal: ImageSignal,
+    /// Whether the file had an alpha channel, dropped because it was opaque or
+    /// because of `--ignore-alpha`.
+    pub dropped_alpha: bool,
+}
+
+/// Reads a PNG or JPEG image: grey or RGB, with or without alpha, 8 or 16 bits.
+pub fn read_image(input: Input, max_pixels: u64, ignore_alpha: bool) -> Result<ReadImage> {
+    let name = input.name;
+    let format = match input.format {
+        InputFormat::Png => ImageFormat::Png,
+        InputFormat::Jpeg => ImageFormat::Jpeg,
+        InputFormat::Wav => unreachable!("read_image is called for images"),
+    };
+    let cannot = |e: ImageError| image_failure(&name, e);
+    let mut reader = ImageReader::with_format(input.reader, format);
+    let mut limits = image::Limits::default();
+    // The largest buffer is 16-bit RGBA (8 bytes per pixel); the margin covers
+    // the decoders' working memory.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(cannot)?;
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(Failure::unsupported(format!(
+            "{name} is {width} x {height} = {pixels} pixels, above the limit of {max_pixels} \
+             (raise it with --max-pixels)"
+        ))
+        .into());
+    }
+    if pixels == 0 {
+        return Err(Failure::invalid(format!("{name} is {width} x {height}: no pixels")).into());
+    }
+    // A camera's JPEG may be stored sideways with an EXIF note to turn it.
+    let orientation = decoder.orientation().ok();
+    let mut image = DynamicImage::from_decoder(decoder).map_err(cannot)?;
+    if let Some(o) = orientation {
+        image.apply_orientation(o);
+    }
+    let (width, height) = (image.width(), image.height());
+    let (converted, bit_depth) = match &image {
+        DynamicImage::ImageLuma8(b) => (convert(b.as_raw(), 1, false), 8),
+        DynamicImage::ImageLumaA8(b) => (convert(b.as_raw(), 1, true), 8),
+        DynamicImage::ImageRgb8(b) => (convert(b.as_raw(), 3, false), 8),
+        DynamicImage::ImageRgba8(b) => (convert(b.as_raw(), 3, true), 8),
+        DynamicImage::ImageLuma16(b) => (convert(b.as_raw(), 1, false), 16),
+        DynamicImage::ImageLumaA16(b) => (convert(b.as_raw(), 1, true), 16),
+        DynamicImage::ImageRgb16(b) => (convert(b.as_raw(), 3, false), 16),
+        DynamicImage::ImageRgba16(b) => (convert(b.as_raw(), 3, true), 16),
+        other => {
+            return Err(Failure::unsupported(format!(
+            "{name} has {:?} pixels; grey or RGB, with or without alpha, 8 or 16 bits can be coded",
+            other.color()
+        ))
+            .into())
+        }
+    };
+    drop(image);
+    let Converted {
+        samples,
+        channels,
+        alpha,
+        transparent,
+    } = converted;
+    if transparent > 0 && !ignore_alpha {
+        return Err(Failure::unsupported(format!(
+            "{name} has transparent pixels ({transparent} of {pixels}), and .ipc files hold no \
+             alpha; flatten the image first, or pass --ignore-alpha to drop the alpha channel"
+        ))
+        .into());
+    }
+    Ok(ReadImage {
+        signal: ImageSignal {
+            width,
+            height,
+            channels,
+            bit_depth,
+            samples,
+        },
+        dropped_alpha: alpha,
+    })
+}
+
+struct Converted {
+    samples: Vec<f32>,
+    channels: u8,
+    alpha: bool,
+    /// Pixels whose alpha is below the maximum.
+    transparent: u64,
+}
+
+/// Scales samples to `[0, 1]`, leaving out the alpha channel (the last one) if there
+/// is one and counting the pixels it does not mark opaque.
+fn convert<T: Copy + Into<f32> + PartialEq + Bounded>(
+    raw: &[T],
+    colours: u8,
+    alpha: bool,
+) -> Converted {
+    let stride = usize::from(colours) + usize::from(alpha);
+    let scale = 1.0 / T::MAX.into();
+    let mut samples = Vec::with_capacity(raw.len() / stride * usize::from(colours));
+    let mut transparent = 0;
+    for px in raw.chunks_exact(stride) {
+        samples.extend(px[..usize::from(colours)].iter().map(|&v| v.into() * scale));
+        if alpha && px[stride - 1] != T::MAX {
+            transparent += 1;
+        }
+    }
+    Converted {
+        samples,
+        channels: colours,
+        alpha,
+        transparent,
+    }
+}
+
+trait Bounded {
+    const MAX: Self;
+}
+impl Bounded for u8 {
+    const MAX: u8 = u8::MAX;
+}
+impl Bounded for u16 {
+    const MAX: u16 = u16::MAX;
+}
+
+fn image_failure(name: &str, e: ImageError) -> anyhow::Error {
+    let message = format!("cannot read {name}: {e}");
+    match e {
+        ImageError::Limits(_) => {
+            Failure::unsupported(format!("{message} (raise the limit with --max-pixels)"))
+        }
+        ImageError::Unsupported(_) => Failure::unsupported(message),
+        ImageError::IoError(_) => Failure::invalid(message),
+        _ => Failure::invalid(message),
+    }
+    .into()
+}
+
+/// Audio as read, at the rate the pack codes.
+pub struct ReadAudio {
+    pub signal: AudioSignal,
+    /// The file's sample rate, if it differed from the pack's and was converted.
+    pub resampled_from: Option<u32>,
+    /// The file's sample format, e.g. "16-bit integer".
+    pub sample_format: String,
+}
+
+/// Reads a WAV file: 8-, 16-, 24- or 32-bit integer or 32-bit float samples, 1 to 255
+/// channels; resamples it to `rate` if that is given and differs.
+pub fn read_wav(input: Input, max_samples: u64, rate: Option<u32>) -> Result<ReadAudio> {
+    let name = input.name;
+    let invalid = |e: hound::Error| -> anyhow::Error {
+        match e {
+            hound::Error::Unsupported => {
+                Failure::unsupported(format!("{name}: unsupported kind of WAV file"))
+            }
+            e => Failure::invalid(format!("cannot read {name}: {e}")),
+        }
+        .into()
+    };
+    let mut reader = hound::WavReader::new(input.reader).map_err(invalid)?;
+    let spec = reader.spec();
+    let channels = u8::try_from(spec.channels)
+        .ok()
+        .filter(|&c| c > 0)
+        .ok_or_else(|| {
+            Failure::unsupported(format!(
+                "{name} has {} channels; 1 to 255 can be coded",
+                spec.channels
+            ))
+        })?;
+    let sample_format = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Int, 8 | 16 | 24 | 32) => {
+            format!("{}-bit integer", spec.bits_per_sample)
+        }
+        (hound::SampleFormat::Float, 32) => "32-bit float".to_string(),
+        (f, bits) => {
+            let kind = if f == hound::SampleFormat::Float {
+                "float"
+            } else {
+                "integer"
+            };
+            return Err(Failure::unsupported(format!(
+                "{name} has {bits}-bit {kind} samples; 8-, 16-, 24- or 32-bit integer or \
+                 32-bit float can be coded"
+            ))
+            .into());
+        }
+    };
+    if spec.sample_rate == 0 {
+        return Err(Failure::invalid(format!("{name} has a sample rate of 0 Hz")).into());
+    }
+    let frames = u64::from(reader.duration());
+    if frames == 0 {
+        return Err(Failure::invalid(format!("{name} holds no audio (0 frames)")).into());
+    }
+    let total = frames * u64::from(channels);
+    let too_many = |n: u64, what: &str| -> anyhow::Error {
+        Failure::unsupported(format!(
+            "{name} has {n} samples{what}, above the limit of {max_samples} (raise it with \
+             --max-samples)"
+        ))
+        .into()
+    };
+    if total > max_samples {
+        return Err(too_many(total, ""));
+    }
+    let resampler = rate
+        .filter(|&r| r != spec.sample_rate)
+        .map(|r| Resampler::new(spec.sample_rate, r));
+    if let Some(r) = &resampler {
+        let after = r.output_frames(frames) * u64::from(channels);
+        if after > max_samples {
+            return Err(too_many(after, " after resampling"));
+        }
+    }
+
+    let mut samples = Vec::with_capacity(total as usize);
+    let read = |e: hound::Error| Failure::invalid(format!("cannot read {name}: {e}"));
+    match spec.sample_format {
+        hound::SampleFormat::Float => {
+            for (i, s) in reader.samples::<f32>().enumerate() {
+                let s = s.map_err(read)?;
+                if !s.is_finite() {
+                    return Err(Failure::invalid(format!(
+                        "{name}: sample {i} is {s}, not a number in [-1, 1]"
+                    ))
+                    .into());
+                }
+                samples.push(s.clamp(-1.0, 1.0));
+            }
+        }
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / f64::from(1u32 << (spec.bits_per_sample - 1));
+            for s in reader.samples::<i32>() {
+                samples.push((f64::from(s.map_err(read)?) * scale) as f32);
+            }
+        }
+    }
+    // A data chunk whose length is no whole number of frames ends in a partial one.
+    samples.truncate(samples.len() / usize::from(channels) * usize::from(channels));
+    let (samples, sample_rate) = match &resampler {
+        Some(r) => (
+            r.process(&samples, usize::from(channels)),
+            rate.expect("a resampler has a target rate"),
+        ),
+        None => (samples, spec.sample_rate),
+    };
+    Ok(ReadAudio {
+        signal: AudioSignal {
+            sample_rate,
+            channels,
+            samples,
+        },
+        resampled_from: resampler.map(|_| spec.sample_rate),
+        sample_format,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_told_by_their_signatures() {
+        assert_eq!(
+            InputFormat::sniff(b"\x89PNG\r\n\x1a\n...."),
+            Some(InputFormat::Png)
+        );
+        assert_eq!(
+            InputFormat::sniff(&[0xFF, 0xD8, 0xFF, 0xE0]),
+            Some(InputFormat::Jpeg)
+        );
+        assert_eq!(
+            InputFormat::sniff(b"RIFF\x24\0\0\0WAVEfmt "),
+            Some(InputFormat::Wav)
+        );
+        assert_eq!(InputFormat::sniff(b"RIFF\x24\0\0\0AVI LIST"), None);
+        assert_eq!(InputFormat::sniff(b"GIF89a"), None);
+        assert_eq!(InputFormat::sniff(b""), None);
+    }
+
+    #[test]
+    fn alpha_is_left_out_and_transparency_counted() {
+        let c = convert::<u8>(&[255, 0, 0, 255, 0, 255, 0, 128], 3, true);
+        assert_eq!(c.samples, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        assert_eq!((c.channels, c.alpha, c.transparent), (3, true, 1));
+        let c = convert::<u16>(&[65535, 65535, 0, 65535], 1, true);
+        assert_eq!(c.samples, [1.0, 0.0]);
+        assert_eq!(c.transparent, 0);
+    }
+}
