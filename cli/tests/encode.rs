@@ -1,0 +1,787 @@
+//! End-to-end tests of `ipc-codec encode`: small PNG, JPEG and WAV inputs are written
+//! to a fresh temporary directory and encoded by the binary, mostly with synthetic
+//! packs that carry encoder tensors (seeded, not trained), so that the tests do not
+//! depend on the shipped weights and stay fast in debug builds.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, LumaA, Rgb, Rgba};
+use ipc_codec::pack::synthetic::SyntheticPack;
+use ipc_codec::{Decoded, Decoder, Geometry, Header, ModelPack};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipc-codec");
+
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { [$(OsString::from($a)),*] };
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("ipc-codec-encode-test-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A working directory with synthetic image and audio packs that can encode.
+struct Fixture {
+    dir: TempDir,
+    image_pack: ModelPack,
+    audio_pack: ModelPack,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = TempDir::new();
+        let write = |name: &str, shape: SyntheticPack| {
+            let bytes = shape.build_with_encoders().to_pack_file().unwrap();
+            fs::write(dir.join(name), &bytes).unwrap();
+            ModelPack::from_pack_file(&bytes).unwrap()
+        };
+        let image_pack = write("image.ipcpack", SyntheticPack::small_image());
+        let audio_pack = write("audio.ipcpack", SyntheticPack::small_audio());
+        Fixture {
+            dir,
+            image_pack,
+            audio_pack,
+        }
+    }
+
+    fn image_pack_path(&self) -> PathBuf {
+        self.dir.join("image.ipcpack")
+    }
+
+    fn audio_pack_path(&self) -> PathBuf {
+        self.dir.join("audio.ipcpack")
+    }
+
+    fn write_image(&self, name: &str, image: &DynamicImage, format: ImageFormat) -> PathBuf {
+        let path = self.dir.join(name);
+        image.save_with_format(&path, format).unwrap();
+        path
+    }
+
+    /// Writes a WAV of `frames` frames whose channel `c` is a tone at `220 * (c + 1)` Hz.
+    fn write_wav(&self, name: &str, spec: hound::WavSpec, frames: usize) -> PathBuf {
+        let path = self.dir.join(name);
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
+        for i in 0..frames {
+            for c in 0..spec.channels {
+                let t = i as f64 / f64::from(spec.sample_rate);
+                let x = 0.5 * (2.0 * std::f64::consts::PI * 220.0 * f64::from(c + 1) * t).sin();
+                match spec.sample_format {
+                    hound::SampleFormat::Float => w.write_sample(x as f32).unwrap(),
+                    hound::SampleFormat::Int => {
+                        let full = f64::from(1u32 << (spec.bits_per_sample - 1)) - 1.0;
+                        w.write_sample((x * full).round() as i32).unwrap()
+                    }
+                }
+            }
+        }
+        w.finalize().unwrap();
+        path
+    }
+
+    /// Runs `encode IN -o OUT --model PACK --quiet EXTRA...` and expects success.
+    fn encode(&self, input: &Path, output: &Path, pack: &Path, extra: &[&str]) -> Output {
+        let mut a = args!["encode", input, "-o", output, "--model", pack, "--quiet"].to_vec();
+        a.extend(extra.iter().map(OsString::from));
+        let out = run(&a, None);
+        assert_success(&out);
+        out
+    }
+}
+
+fn rgb(width: u32, height: u32) -> ImageBuffer<Rgb<u8>, Vec<u8>> {
+    ImageBuffer::from_fn(width, height, |x, y| {
+        Rgb([(x * 6) as u8, (y * 10) as u8, ((x + y) * 3) as u8])
+    })
+}
+
+fn rgba(width: u32, height: u32, alpha: impl Fn(u32, u32) -> u8) -> DynamicImage {
+    DynamicImage::ImageRgba8(ImageBuffer::from_fn(width, height, |x, y| {
+        let Rgb([r, g, b]) = *rgb(width, height).get_pixel(x, y);
+        Rgba([r, g, b, alpha(x, y)])
+    }))
+}
+
+fn wav_spec(sample_rate: u32, channels: u16, bits: u16, float: bool) -> hound::WavSpec {
+    hound::WavSpec {
+        channels,
+        sample_rate,
+        bits_per_sample: bits,
+        sample_format: if float {
+            hound::SampleFormat::Float
+        } else {
+            hound::SampleFormat::Int
+        },
+    }
+}
+
+fn run(args: &[OsString], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the ipc-codec binary runs");
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.unwrap_or_default().to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[track_caller]
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "status {:?}, stderr: {}",
+        out.status,
+        text(&out.stderr)
+    );
+}
+
+/// Asserts the exit status and a one-line `ipc-codec: ...` error; returns the line.
+#[track_caller]
+fn assert_fails(out: &Output, code: i32) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr is not one line: {stderr:?}");
+    assert!(lines[0].starts_with("ipc-codec: "), "stderr: {stderr:?}");
+    assert!(out.stdout.is_empty(), "stdout: {:?}", text(&out.stdout));
+    lines[0].to_string()
+}
+
+fn header(path: &Path) -> Header {
+    Header::parse(&fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn encodes_an_rgb8_png_that_decodes_to_the_same_size() {
+    let fx = Fixture::new();
+    let input = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
+    let output = fx.dir.join("out.ipc");
+    fx.encode(&input, &output, &fx.image_pack_path(), &[]);
+    let h = header(&output);
+    assert_eq!(
+        h.geometry,
+        Geometry::Image {
+            width: 40,
+            height: 24,
+            channels: 3,
+            bit_depth: 8
+        }
+    );
+    assert_eq!(h.pack_id, fx.image_pack.id());
+    // The default is the middle level of the pack's 3.
+    assert_eq!(h.quality_level, 1);
+    let Decoded::Image(img) = Decoder::new(&fx.image_pack)
+        .decode(&fs::read(&output).unwrap())
+        .unwrap()
+    else {
+        panic!("image expected")
+    };
+    assert_eq!((img.width, img.height), (40, 24));
+    assert_eq!(
+        fx.dir.entries(),
+        ["audio.ipcpack", "image.ipcpack", "in.png", "out.ipc"]
+    );
+}
+
+#[test]
+fn grey_and_16_bit_pngs_keep_channels_and_depth() {
+    let fx = Fixture::new();
+    let cases: [(&str, DynamicImage, u8, u8); 4] = [
+        (
+            "grey8.png",
+            DynamicImage::ImageLuma8(ImageBuffer::from_fn(40, 24, |x, y| {
+                Luma([(x * 5 + y) as u8])
+            })),
+            1,
+            8,
+        ),
+        (
+            "grey16.png",
+            DynamicImage::ImageLuma16(ImageBuffer::from_fn(40, 24, |x, y| {
+                Luma([(x * 1500 + y * 7) as u16])
+            })),
+            1,
+            16,
+        ),
+        (
+            "rgb16.png",
+            DynamicImage::ImageRgb16(ImageBuffer::from_fn(40, 24, |x, y| {
+                Rgb([(x * 1500) as u16, (y * 2500) as u16, 40000])
+            })),
+            3,
+            16,
+        ),
+        (
+            "greya8.png",
+            DynamicImage::ImageLumaA8(ImageBuffer::from_fn(40, 24, |x, _| {
+                LumaA([(x * 5) as u8, 255])
+            })),
+            1,
+            8,
+        ),
+    ];
+    for (name, image, channels, bit_depth) in cases {
+        let input = fx.write_image(name, &image, ImageFormat::Png);
+        let output = fx.dir.join("out.ipc");
+        fx.encode(&input, &output, &fx.image_pack_path(), &[]);
+        assert_eq!(
+            header(&output).geometry,
+            Geometry::Image {
+                width: 40,
+                height: 24,
+                channels,
+                bit_depth
+            },
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn opaque_alpha_is_dropped_and_transparency_needs_ignore_alpha() {
+    let fx = Fixture::new();
+    let output = fx.dir.join("out.ipc");
+    let opaque = fx.write_image("opaque.png", &rgba(40, 24, |_, _| 255), ImageFormat::Png);
+    let out = fx.encode(&opaque, &output, &fx.image_pack_path(), &["--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["alpha_dropped"], true);
+    assert_eq!(v["channels"], 3);
+
+    let holes = fx.write_image(
+        "holes.png",
+        &rgba(40, 24, |x, y| if x < 3 && y < 2 { 0 } else { 255 }),
+        ImageFormat::Png,
+    );
+    fs::remove_file(&output).unwrap();
+    let out = run(
+        &args![
+            "encode",
+            &holes,
+            "-o",
+            &output,
+            "--model",
+            fx.image_pack_path()
+        ],
+        None,
+    );
+    let line = assert_fails(&out, 4);
+    assert!(line.contains("transparent pixels (6 of 960)"), "{line}");
+    assert!(line.contains("--ignore-alpha"), "{line}");
+    assert!(!output.exists());
+    fx.encode(&holes, &output, &fx.image_pack_path(), &["--ignore-alpha"]);
+    assert!(matches!(
+        header(&output).geometry,
+        Geometry::Image { channels: 3, .. }
+    ));
+}
+
+#[test]
+fn jpeg_input_is_read_by_content_whatever_its_name() {
+    let fx = Fixture::new();
+    let image = DynamicImage::ImageRgb8(rgb(40, 24));
+    let mut jpeg = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+        .unwrap();
+    // A misleading extension: the content decides.
+    let input = fx.dir.join("photo.png");
+    fs::write(&input, &jpeg).unwrap();
+    let output = fx.dir.join("out.ipc");
+    fx.encode(&input, &output, &fx.image_pack_path(), &[]);
+    assert_eq!(
+        header(&output).geometry,
+        Geometry::Image {
+            width: 40,
+            height: 24,
+            channels: 3,
+            bit_depth: 8
+        }
+    );
+    let grey = DynamicImage::ImageLuma8(ImageBuffer::from_fn(40, 24, |x, _| Luma([x as u8 * 6])));
+    let input = fx.write_image("grey.jpg", &grey, ImageFormat::Jpeg);
+    fx.encode(&input, &output, &fx.image_pack_path(), &[]);
+    assert!(matches!(
+        header(&output).geometry,
+        Geometry::Image { channels: 1, .. }
+    ));
+}
+
+#[test]
+fn wav_inputs_of_every_sample_format() {
+    let fx = Fixture::new();
+    // 0.2 s at 16 kHz.
+    for (name, channels, bits, float) in [
+        ("mono16.wav", 1u16, 16u16, false),
+        ("stereo24.wav", 2, 24, false),
+        ("float.wav", 1, 32, true),
+        ("u8.wav", 3, 8, false),
+        ("int32.wav", 1, 32, false),
+    ] {
+        let input = fx.write_wav(name, wav_spec(16_000, channels, bits, float), 3200);
+        let output = fx.dir.join("out.ipc");
+        fx.encode(&input, &output, &fx.audio_pack_path(), &[]);
+        let h = header(&output);
+        assert_eq!(
+            h.geometry,
+            Geometry::Audio {
+                sample_rate: 16_000,
+                frames: 3200,
+                channels: channels as u8,
+                bit_depth: 16
+            },
+            "{name}"
+        );
+        assert_eq!(h.pack_id, fx.audio_pack.id());
+        let Decoded::Audio(pcm) = Decoder::new(&fx.audio_pack)
+            .decode(&fs::read(&output).unwrap())
+            .unwrap()
+        else {
+            panic!("audio expected")
+        };
+        assert_eq!(pcm.samples.len(), 3200 * usize::from(channels));
+    }
+}
+
+#[test]
+fn a_wav_at_another_rate_is_resampled_and_says_so() {
+    let fx = Fixture::new();
+    let input = fx.write_wav("cd.wav", wav_spec(44_100, 1, 16, false), 8820);
+    let output = fx.dir.join("out.ipc");
+    let out = run(
+        &args!["encode", &input, "-o", &output, "-m", fx.audio_pack_path()],
+        None,
+    );
+    assert_success(&out);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("resampled from 44100 Hz to 16000 Hz"),
+        "{stderr}"
+    );
+    assert_eq!(
+        header(&output).geometry,
+        Geometry::Audio {
+            sample_rate: 16_000,
+            frames: 3200,
+            channels: 1,
+            bit_depth: 16
+        }
+    );
+    let out = fx.encode(&input, &output, &fx.audio_pack_path(), &["--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["resampled"], true);
+    assert_eq!(v["input_sample_rate"], 44_100);
+    assert_eq!(v["sample_rate"], 16_000);
+    assert_eq!(v["frames"], 3200);
+}
+
+#[test]
+fn reads_stdin_and_writes_stdout() {
+    let fx = Fixture::new();
+    let mut png = Vec::new();
+    DynamicImage::ImageRgb8(rgb(40, 24))
+        .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+        .unwrap();
+    let out = run(
+        &args![
+            "encode",
+            "-",
+            "-o",
+            "-",
+            "--model",
+            fx.image_pack_path(),
+            "--json"
+        ],
+        Some(&png),
+    );
+    assert_success(&out);
+    let h = Header::parse(&out.stdout).unwrap();
+    assert_eq!(h.file_len(), out.stdout.len() as u64);
+    // With the file on standard output, the JSON goes to standard error.
+    let v: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(v["input"], "-");
+    assert_eq!(v["output"], "-");
+    assert_eq!(v["bytes"], out.stdout.len());
+}
+
+#[test]
+fn json_report_has_every_field() {
+    let fx = Fixture::new();
+    let input = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
+    let output = fx.dir.join("out.ipc");
+    let out = run(
+        &args![
+            "encode",
+            &input,
+            "-o",
+            &output,
+            "-m",
+            fx.image_pack_path(),
+            "--json",
+            "--effort",
+            "2",
+            "--quality",
+            "2"
+        ],
+        None,
+    );
+    assert_success(&out);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bytes = fs::metadata(&output).unwrap().len();
+    assert_eq!(v["input"], input.display().to_string());
+    assert_eq!(v["output"], output.display().to_string());
+    assert_eq!(v["kind"], "image");
+    assert_eq!(
+        (v["width"].clone(), v["height"].clone()),
+        (40.into(), 24.into())
+    );
+    assert_eq!(v["bytes"], bytes);
+    let bpp = v["bpp"].as_f64().unwrap();
+    assert!((bpp - bytes as f64 * 8.0 / 960.0).abs() < 1e-9, "{bpp}");
+    assert!(v["psnr_db"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["quality_level"], 2);
+    assert_eq!(v["method"], "hyper");
+    assert_eq!(v["effort"], 2);
+    assert_eq!(v["trials"], 1);
+    assert!(v["encode_seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(v["pack_id"], fx.image_pack.id().to_string());
+    assert_eq!(v["pack_name"], fx.image_pack.config().name);
+
+    // Audio reports kbit/s, and the meta method is available in this pack.
+    let input = fx.write_wav("in.wav", wav_spec(16_000, 2, 16, false), 3200);
+    let out = fx.encode(
+        &input,
+        &output,
+        &fx.audio_pack_path(),
+        &["--json", "--method", "meta"],
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "audio");
+    assert_eq!(v["channels"], 2);
+    assert_eq!(v["frames"], 3200);
+    assert_eq!(v["method"], "meta");
+    let kbps = v["kbps"].as_f64().unwrap();
+    let bytes = fs::metadata(&output).unwrap().len();
+    assert!(
+        (kbps - bytes as f64 * 8.0 / 0.2 / 1000.0).abs() < 1e-9,
+        "{kbps}"
+    );
+}
+
+#[test]
+fn summary_line_unless_quiet() {
+    let fx = Fixture::new();
+    let input = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
+    let output = fx.dir.join("out.ipc");
+    let a = args!["encode", &input, "-o", &output, "-m", fx.image_pack_path()];
+    let out = run(&a, None);
+    assert_success(&out);
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for part in ["bytes", "bpp", "PSNR", "dB", "quality level 1"] {
+        assert!(stderr.contains(part), "{stderr}");
+    }
+    assert!(out.stdout.is_empty());
+    let mut quiet = a.to_vec();
+    quiet.push("--quiet".into());
+    let out = run(&quiet, None);
+    assert_success(&out);
+    assert!(out.stderr.is_empty() && out.stdout.is_empty());
+}
+
+#[test]
+fn rate_targets_pick_consistent_levels() {
+    let fx = Fixture::new();
+    let input = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
+    let output = fx.dir.join("out.ipc");
+    let level = |flag: &str, value: &str| {
+        fx.encode(&input, &output, &fx.image_pack_path(), &[flag, value]);
+        header(&output).quality_level
+    };
+    // The synthetic pack has levels 0 to 2.
+    assert_eq!(level("--target-bpp", "1e6"), 2);
+    assert_eq!(level("--target-bpp", "1e-6"), 0);
+    assert_eq!(level("--target-psnr", "1e6"), 2);
+    assert_eq!(level("--target-psnr", "1e-6"), 0);
+    assert_eq!(level("--quality", "0"), 0);
+    let audio = fx.write_wav("in.wav", wav_spec(16_000, 1, 16, false), 3200);
+    fx.encode(
+        &audio,
+        &output,
+        &fx.audio_pack_path(),
+        &["--target-kbps", "1e6"],
+    );
+    assert_eq!(header(&output).quality_level, 1);
+}
+
+/// Runs encode with `extra` arguments and expects a one-line failure with `code`; no
+/// output may be left behind.
+fn encode_fails(
+    fx: &Fixture,
+    input: &Path,
+    pack: Option<&Path>,
+    extra: &[&str],
+    code: i32,
+) -> String {
+    let before = fx.dir.entries();
+    let mut a = args!["encode", input, "-o", fx.dir.join("out.ipc")].to_vec();
+    if let Some(p) = pack {
+        a.extend(args!["--model", p]);
+    }
+    a.extend(extra.iter().map(OsString::from));
+    let out = run(&a, None);
+    let line = assert_fails(&out, code);
+    assert_eq!(fx.dir.entries(), before, "files left behind");
+    line
+}
+
+#[test]
+fn input_problems_are_one_line_errors() {
+    let fx = Fixture::new();
+    let pack = fx.image_pack_path();
+    let line = encode_fails(&fx, &fx.dir.join("absent.png"), Some(&pack), &[], 1);
+    assert!(line.contains("absent.png"), "{line}");
+
+    let gif = fx.dir.join("anim.gif");
+    fs::write(&gif, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
+    let line = encode_fails(&fx, &gif, Some(&pack), &[], 4);
+    assert!(line.contains("unsupported input format"), "{line}");
+    let empty = fx.dir.join("empty.png");
+    fs::write(&empty, b"").unwrap();
+    let line = encode_fails(&fx, &empty, Some(&pack), &[], 4);
+    assert!(line.contains("unsupported input format"), "{line}");
+
+    // Right signature, damaged body.
+    let mut png = Vec::new();
+    DynamicImage::ImageRgb8(rgb(40, 24))
+        .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+        .unwrap();
+    let broken = fx.dir.join("broken.png");
+    fs::write(&broken, &png[..png.len() / 2]).unwrap();
+    let line = encode_fails(&fx, &broken, Some(&pack), &[], 3);
+    assert!(line.contains("broken.png"), "{line}");
+
+    let wav = fx.write_wav("in.wav", wav_spec(16_000, 1, 16, false), 3200);
+    let mut bytes = fs::read(&wav).unwrap();
+    bytes.truncate(30);
+    let broken = fx.dir.join("broken.wav");
+    fs::write(&broken, &bytes).unwrap();
+    let line = encode_fails(&fx, &broken, Some(&fx.audio_pack_path()), &[], 3);
+    assert!(line.contains("broken.wav"), "{line}");
+    let empty_wav = fx.write_wav("empty.wav", wav_spec(16_000, 1, 16, false), 0);
+    let line = encode_fails(&fx, &empty_wav, Some(&fx.audio_pack_path()), &[], 3);
+    assert!(line.contains("no audio"), "{line}");
+}
+
+#[test]
+fn pack_level_and_flag_problems_are_one_line_errors() {
+    let fx = Fixture::new();
+    let png = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
+    let wav = fx.write_wav("in.wav", wav_spec(16_000, 1, 16, false), 3200);
+    let image_pack = fx.image_pack_path();
+    let audio_pack = fx.audio_pack_path();
+
+    // A pack for the other modality.
+    let line = encode_fails(&fx, &png, Some(&audio_pack), &[], 5);
+    assert!(
+        line.contains("codes audio") && line.contains("image"),
+        "{line}"
+    );
+    let line = encode_fails(&fx, &wav, Some(&image_pack), &[], 5);
+    assert!(
+        line.contains("codes image") && line.contains("audio"),
+        "{line}"
+    );
+    // A pack without encoder tensors.
+    let bare = fx.dir.join("bare.ipcpack");
+    fs::write(
+        &bare,
+        SyntheticPack::small_image().build().to_pack_file().unwrap(),
+    )
+    .unwrap();
+    encode_fails(&fx, &png, Some(&bare), &[], 5);
+    fs::remove_file(&bare).unwrap();
+
+    let line = encode_fails(&fx, &png, Some(&image_pack), &["--quality", "3"], 2);
+    assert!(line.contains("levels 0 to 2"), "{line}");
+    let line = encode_fails(
+        &fx,
+        &png,
+        Some(&image_pack),
+        &["--quality", "1", "--target-bpp", "1"],
+        2,
+    );
+    assert!(line.contains("--target-bpp"), "{line}");
+    let line = encode_fails(&fx, &wav, Some(&audio_pack), &["--target-bpp", "1"], 2);
+    assert!(line.contains("--target-kbps"), "{line}");
+    encode_fails(&fx, &png, Some(&image_pack), &["--target-bpp", "-1"], 2);
+    let line = encode_fails(&fx, &png, Some(&image_pack), &["--device", "cuda"], 2);
+    assert!(line.contains("cuda"), "{line}");
+    let line = encode_fails(&fx, &png, Some(&image_pack), &["--max-pixels", "100"], 4);
+    assert!(
+        line.contains("960") && line.contains("--max-pixels"),
+        "{line}"
+    );
+    let line = encode_fails(&fx, &wav, Some(&audio_pack), &["--max-samples", "1000"], 4);
+    assert!(
+        line.contains("3200") && line.contains("--max-samples"),
+        "{line}"
+    );
+}
+
+#[test]
+fn unwritable_output_is_reported_before_encoding() {
+    let fx = Fixture::new();
+    let png = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
+    let out = run(
+        &args![
+            "encode",
+            &png,
+            "-o",
+            fx.dir.join("no-such-dir").join("out.ipc"),
+            "-m",
+            fx.image_pack_path()
+        ],
+        None,
+    );
+    let line = assert_fails(&out, 1);
+    assert!(
+        line.contains("cannot write") && line.contains("no-such-dir"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_file_made_with_another_pack_needs_model_to_decode() {
+    let fx = Fixture::new();
+    let png = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
+    let output = fx.dir.join("out.ipc");
+    fx.encode(&png, &output, &fx.image_pack_path(), &[]);
+    let out = run(
+        &args!["decode", &output, "-o", fx.dir.join("back.png")],
+        None,
+    );
+    let line = assert_fails(&out, 5);
+    assert!(line.contains(&fx.image_pack.id().to_string()), "{line}");
+    assert!(line.contains("--model"), "{line}");
+    let out = run(
+        &args![
+            "decode",
+            &output,
+            "-o",
+            fx.dir.join("back.png"),
+            "-m",
+            fx.image_pack_path()
+        ],
+        None,
+    );
+    assert_success(&out);
+    assert_eq!(
+        image::open(fx.dir.join("back.png"))
+            .unwrap()
+            .to_rgb8()
+            .dimensions(),
+        (40, 24)
+    );
+}
+
+#[test]
+fn help_shows_the_commands_without_flags() {
+    let out = run(&args!["--help"], None);
+    assert_success(&out);
+    let s = text(&out.stdout);
+    for example in [
+        "ipc-codec encode photo.png -o photo.ipc\n",
+        "ipc-codec encode voice.wav -o voice.ipc\n",
+        "ipc-codec decode photo.ipc -o photo.png\n",
+    ] {
+        assert!(s.contains(example), "{example}");
+    }
+    let out = run(&args!["encode", "--help"], None);
+    assert_success(&out);
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("Examples:") && s.contains("--ignore-alpha"),
+        "{s}"
+    );
+}
+
+/// `encode` then `decode` with no --model: the built-in packs are used both ways.
+fn round_trip_with_built_in_packs(input: &Path, decoded: &Path, dir: &TempDir) {
+    let ipc = dir.join("rt.ipc");
+    let out = run(&args!["encode", input, "-o", &ipc], None);
+    assert_success(&out);
+    let out = run(&args!["decode", &ipc, "-o", decoded], None);
+    assert_success(&out);
+    let out = run(&args!["info", &ipc], None);
+    assert_success(&out);
+    assert!(text(&out.stdout).contains("pack built in:  yes"));
+}
+
+#[test]
+#[ignore = "the shipped packs in packs/ predate the encoder (no encoder.hyper.heads); run once they are re-exported"]
+fn image_round_trip_with_no_model_flags() {
+    let fx = Fixture::new();
+    let png = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
+    let back = fx.dir.join("back.png");
+    round_trip_with_built_in_packs(&png, &back, &fx.dir);
+    assert_eq!(image::open(&back).unwrap().to_rgb8().dimensions(), (40, 24));
+}
+
+#[test]
+#[ignore = "the shipped packs in packs/ predate the encoder (no encoder.hyper.heads); run once they are re-exported"]
+fn wav_round_trip_with_no_model_flags() {
+    let fx = Fixture::new();
+    let wav = fx.write_wav("in.wav", wav_spec(16_000, 1, 16, false), 3200);
+    let back = fx.dir.join("back.wav");
+    round_trip_with_built_in_packs(&wav, &back, &fx.dir);
+    let r = hound::WavReader::open(&back).unwrap();
+    assert_eq!((r.spec().sample_rate, r.duration()), (16_000, 3200));
+}
