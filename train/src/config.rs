@@ -131,6 +131,22 @@ pub struct EncoderConfig {
     /// Skip second-order terms in the outer update.
     #[serde(default)]
     pub first_order: bool,
+    /// Give the hypernetwork the quality level (a learned embedding added to the weight
+    /// tokens). Without it the levels differ by their quantisation step alone, so a
+    /// finer level is a finer rounding of the same V: rate and quality rise with the
+    /// level by construction. With it, and one lambda for every level, the network
+    /// learns to rescale V per level and undo the steps.
+    #[serde(default = "default_level_conditioning")]
+    pub level_conditioning: bool,
+    /// With `method = "hyper"`: after the main steps, this many further steps
+    /// meta-learn an initial V0 (all else frozen), so that the pack offers both
+    /// encoding methods.
+    #[serde(default)]
+    pub meta_steps: usize,
+}
+
+fn default_level_conditioning() -> bool {
+    true
 }
 
 fn default_patch() -> usize {

@@ -139,16 +139,16 @@ pub fn pack_contents(
     ));
     // What the encoder runtime needs beyond the variables (spec/model-pack.md §4.3).
     let e = &cfg.encoder;
-    match e.method {
-        Method::Hyper => extra.push((HEADS_TENSOR.into(), vec![1], vec![e.heads as f32])),
-        Method::Meta => {
-            extra.push((
-                INNER_STEPS_TENSOR.into(),
-                vec![1],
-                vec![e.inner_steps as f32],
-            ));
-            extra.push((INNER_LR_TENSOR.into(), vec![1], vec![e.inner_lr as f32]));
-        }
+    if e.method == Method::Hyper {
+        extra.push((HEADS_TENSOR.into(), vec![1], vec![e.heads as f32]));
+    }
+    if model.v0.is_some() {
+        extra.push((
+            INNER_STEPS_TENSOR.into(),
+            vec![1],
+            vec![e.inner_steps as f32],
+        ));
+        extra.push((INNER_LR_TENSOR.into(), vec![1], vec![e.inner_lr as f32]));
     }
     extra.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(PackContents {

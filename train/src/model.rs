@@ -198,11 +198,20 @@ impl HyperNet {
                 &[cfg.model.rank as i64, e.dim as i64],
                 small,
             ),
-            level_embedding: p.var(
-                "level_embedding",
-                &[cfg.rate.levels.len() as i64, e.dim as i64],
-                small,
-            ),
+            // Without level conditioning the embedding stays zero (and is exported as
+            // zeros, which the encoder runtime adds like any other embedding).
+            level_embedding: if e.level_conditioning {
+                p.var(
+                    "level_embedding",
+                    &[cfg.rate.levels.len() as i64, e.dim as i64],
+                    small,
+                )
+            } else {
+                p.zeros_no_train(
+                    "level_embedding",
+                    &[cfg.rate.levels.len() as i64, e.dim as i64],
+                )
+            },
             blocks: (0..e.depth)
                 .map(|i| Block::new(&(p / "blocks" / i), e.dim, e.heads))
                 .collect(),
@@ -301,20 +310,21 @@ impl IpcModel {
             })
             .collect();
         let encoder = root / "encoder";
-        let (hyper, v0) = match config.encoder.method {
-            Method::Hyper => (Some(HyperNet::new(&(&encoder / "hyper"), config)), None),
-            Method::Meta => (
-                None,
-                Some(encoder.var(
+        let hyper = match config.encoder.method {
+            Method::Hyper => Some(HyperNet::new(&(&encoder / "hyper"), config)),
+            Method::Meta => None,
+        };
+        let v0 =
+            (config.encoder.method == Method::Meta || config.encoder.meta_steps > 0).then(|| {
+                encoder.var(
                     "v0",
                     &[m.rank as i64, m.width as i64],
                     nn::Init::Randn {
                         mean: 0.0,
                         stdev: 1.0,
                     },
-                )),
-            ),
-        };
+                )
+            });
         let entropy = EntropyModel::new(&(root / "entropy"), config.rate.levels.len(), m.rank);
         IpcModel {
             config: config.clone(),

@@ -156,8 +156,9 @@ pub struct Trainer {
     pub model: IpcModel,
     optimizer: nn::Optimizer,
     rng: SplitMix64,
-    /// Steps done.
+    /// Steps done (main steps, then meta steps).
     pub step: usize,
+    meta_adam: Option<(Tensor, Tensor, i32)>,
 }
 
 impl Trainer {
@@ -174,14 +175,14 @@ impl Trainer {
             optimizer,
             rng: SplitMix64(config.seed ^ 0x5eed_da7a),
             step: 0,
+            meta_adam: None,
         })
     }
 
-    /// One optimisation step on a batch `[batch, samples, channels]`.
-    pub fn train_step(&mut self, batch: &Tensor) -> StepStats {
+    /// Quality levels for the instances of a batch, with their steps and lambdas.
+    fn sample_levels(&mut self, n: i64) -> (Tensor, Tensor, Tensor) {
         let cfg = &self.config;
         let device = self.vs.device();
-        let n = batch.size()[0];
         let level_ids: Vec<i64> = (0..n)
             .map(|_| (self.rng.next_u64() % cfg.rate.levels.len() as u64) as i64)
             .collect();
@@ -193,37 +194,95 @@ impl Trainer {
             .iter()
             .map(|&l| cfg.rate.levels[l as usize].lambda as f32)
             .collect();
-        let levels = Tensor::from_slice(&level_ids).to_device(device);
-        let steps = Tensor::from_slice(&steps).to_device(device);
-        let lambdas = Tensor::from_slice(&lambdas).to_device(device);
+        (
+            Tensor::from_slice(&level_ids).to_device(device),
+            Tensor::from_slice(&steps).to_device(device),
+            Tensor::from_slice(&lambdas).to_device(device),
+        )
+    }
 
-        let v = self.model.predict_v(batch, &levels, true);
+    /// The rate-distortion loss of V for a batch (quantisation proxy, synthesis,
+    /// entropy model), with its statistics.
+    fn rd_loss(
+        &self,
+        v: &Tensor,
+        batch: &Tensor,
+        levels: &Tensor,
+        steps: &Tensor,
+        lambdas: &Tensor,
+    ) -> (Tensor, Tensor, Tensor) {
+        let cfg = &self.config;
         let step3 = steps.reshape([-1, 1, 1]);
         let v_hat = match cfg.rate.proxy {
-            QuantProxy::Noise => &v + (v.rand_like() - 0.5) * &step3,
+            QuantProxy::Noise => v + (v.rand_like() - 0.5) * &step3,
             QuantProxy::Ste => {
-                let rounded = (&v / &step3).round() * &step3;
-                &v + (rounded - &v).detach()
+                let rounded = (v / &step3).round() * &step3;
+                v + (rounded - v).detach()
             }
         };
         let recon = self.model.synthesize(&v_hat);
         let mse = IpcModel::instance_mse(&recon, batch);
-        let bits = self.model.entropy.bits(&v_hat, &steps, &levels);
+        let bits = self.model.entropy.bits(&v_hat, steps, levels);
         let samples = cfg.tile_samples() as f64;
-        let loss = (&mse + &lambdas * (&bits / samples)).mean(Kind::Float);
-        self.optimizer.backward_step(&loss);
-        self.step += 1;
+        let loss = (&mse + lambdas * (&bits / samples)).mean(Kind::Float);
+        (loss, mse, bits)
+    }
+
+    fn stats(&self, loss: &Tensor, mse: &Tensor, bits: &Tensor) -> StepStats {
+        let cfg = &self.config;
         let elements = (cfg.model.rank * cfg.model.width) as f64;
         StepStats {
             step: self.step,
             total: 0,
-            loss: f64::try_from(&loss).unwrap_or(f64::NAN),
+            loss: f64::try_from(loss).unwrap_or(f64::NAN),
             psnr: -10.0
                 * f64::try_from(mse.mean(Kind::Float))
                     .unwrap_or(f64::NAN)
                     .log10(),
             bits_per_element: f64::try_from(bits.mean(Kind::Float)).unwrap_or(f64::NAN) / elements,
         }
+    }
+
+    /// One optimisation step on a batch `[batch, samples, channels]`.
+    pub fn train_step(&mut self, batch: &Tensor) -> StepStats {
+        let n = batch.size()[0];
+        let (levels, steps, lambdas) = self.sample_levels(n);
+        let v = self.model.predict_v(batch, &levels, true);
+        let (loss, mse, bits) = self.rd_loss(&v, batch, &levels, &steps, &lambdas);
+        self.optimizer.backward_step(&loss);
+        self.step += 1;
+        self.stats(&loss, &mse, &bits)
+    }
+
+    /// One step of the meta stage (`encoder.meta_steps`): the same loss with V from the
+    /// CAVIA inner steps, and only V0 updated (Adam on V0 alone, so that the frozen
+    /// variables keep their values exactly).
+    pub fn meta_step(&mut self, batch: &Tensor, lr: f64) -> StepStats {
+        let n = batch.size()[0];
+        let (levels, steps, lambdas) = self.sample_levels(n);
+        let e = self.config.encoder.clone();
+        let v = self
+            .model
+            .adapt(batch, e.inner_steps, e.inner_lr, !e.first_order);
+        let (loss, mse, bits) = self.rd_loss(&v, batch, &levels, &steps, &lambdas);
+        let v0 = self.model.v0.as_ref().expect("meta stage needs v0");
+        let grad = Tensor::run_backward(&[&loss], &[v0], false, false)
+            .pop()
+            .expect("one gradient");
+        let (m, s, t) = self
+            .meta_adam
+            .get_or_insert_with(|| (grad.zeros_like(), grad.zeros_like(), 0));
+        *t += 1;
+        let (b1, b2) = (0.9f64, 0.999f64);
+        *m = &*m * b1 + &grad * (1.0 - b1);
+        *s = &*s * b2 + grad.square() * (1.0 - b2);
+        let update = (&*m / (1.0 - b1.powi(*t))) / ((&*s / (1.0 - b2.powi(*t))).sqrt() + 1e-8) * lr;
+        tch::no_grad(|| {
+            let mut v0 = v0.shallow_clone();
+            let _ = v0.f_sub_(&update);
+        });
+        self.step += 1;
+        self.stats(&loss, &mse, &bits)
     }
 
     /// Held-out evaluation at every quality level: V rounded to the level's step and
@@ -386,7 +445,13 @@ pub fn run(
     if let Some(resume) = &options.resume {
         trainer.load_checkpoint(resume)?;
     }
-    let total = options.steps.unwrap_or(config.train.steps);
+    let main_steps = options.steps.unwrap_or(config.train.steps);
+    let meta_steps = if config.encoder.method == crate::config::Method::Hyper {
+        config.encoder.meta_steps
+    } else {
+        0
+    };
+    let total = main_steps + meta_steps;
     let checkpoint = options.out.with_extension("ckpt.safetensors");
     let mut batch = Vec::new();
     let mut last_eval = None;
@@ -406,14 +471,18 @@ pub fn run(
                 config.channels() as i64,
             ])
             .to_device(options.device);
-        // The last tenth of the schedule runs at a tenth of the learning rate.
-        let lr = if trainer.step * 10 >= total * 9 {
-            config.train.lr * 0.1
+        let mut stats = if trainer.step < main_steps {
+            // The last tenth of the schedule runs at a tenth of the learning rate.
+            let lr = if trainer.step * 10 >= main_steps * 9 {
+                config.train.lr * 0.1
+            } else {
+                config.train.lr
+            };
+            trainer.optimizer.set_lr(lr);
+            trainer.train_step(&x)
         } else {
-            config.train.lr
+            trainer.meta_step(&x, config.train.lr)
         };
-        trainer.optimizer.set_lr(lr);
-        let mut stats = trainer.train_step(&x);
         stats.total = total;
         if !stats.loss.is_finite() {
             return Err(TrainError::Diverged(stats.loss, trainer.step));

@@ -95,3 +95,74 @@ fn a_meta_training_step_runs_and_exports_v0() {
         .iter()
         .any(|(name, shape, _)| name == "encoder.v0" && shape == &vec![3, 16]));
 }
+
+/// A hypernetwork pack with a meta stage (`encoder.meta_steps`): the stage moves V0 and
+/// nothing else, and the exported pack serves both encoding methods.
+#[test]
+fn meta_stage_trains_v0_only_and_the_pack_offers_both_methods() {
+    let cfg = TrainConfig::parse(
+        r#"
+name = "hyper-and-meta"
+modality = "image"
+seed = 5
+[model]
+frequencies = 6
+max_frequency = 16.0
+width = 16
+layers = 4
+rank = 3
+tile = [8, 8]
+[encoder]
+method = "hyper"
+patch = 4
+dim = 8
+heads = 2
+inner_steps = 2
+inner_lr = 0.01
+meta_steps = 3
+[rate]
+levels = [{ step = 0.25, lambda = 0.001 }, { step = 0.125, lambda = 0.001 }]
+[train]
+steps = 2
+batch = 4
+lr = 0.01
+[data]
+dir = "unused"
+"#,
+    )
+    .unwrap();
+    let mut trainer = Trainer::new(&cfg, Device::Cpu).unwrap();
+    let x = target();
+    trainer.train_step(&x);
+    trainer.train_step(&x);
+    let before = trainer.vs.variables();
+    let snapshot: Vec<(String, Tensor)> = before
+        .iter()
+        .map(|(n, t)| (n.clone(), t.detach().copy()))
+        .collect();
+    for _ in 0..3 {
+        trainer.meta_step(&x, 0.01);
+    }
+    let after = trainer.vs.variables();
+    for (name, old) in &snapshot {
+        let changed = f64::try_from((&after[name] - old).abs().max()).unwrap() > 0.0;
+        assert_eq!(changed, name == "encoder.v0", "{name} changed: {changed}");
+    }
+    let pack = ipc_codec::ModelPack::from_safetensors(
+        &trainer.export("both").unwrap().to_safetensors().unwrap(),
+    )
+    .unwrap();
+    for method in [
+        ipc_codec::encoder::Method::Hyper,
+        ipc_codec::encoder::Method::Meta,
+    ] {
+        ipc_codec::encoder::Encoder::new(
+            &pack,
+            ipc_codec::encoder::EncoderConfig {
+                method,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+}
