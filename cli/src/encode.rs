@@ -296,9 +296,9 @@ fn progress_bar(args: &EncodeArgs) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let template = if args.effort == 0 {
-        "{spinner} encoding {msg} [{elapsed_precise}]"
+        "{spinner} encoding {elapsed}"
     } else {
-        "{spinner} encoding {msg} {bar:30} {pos}/{len} refinement steps [{elapsed_precise}]"
+        "{spinner} {msg} {bar:24} {pos}/{len} steps {elapsed}"
     };
     let bar = ProgressBar::new(args.effort as u64)
         .with_style(ProgressStyle::with_template(template).expect("valid template"));
