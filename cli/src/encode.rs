@@ -53,6 +53,13 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         .into());
     }
 
+    // The rename at the end would fail, but only after all the work.
+    if !to_stdout && args.output.is_dir() {
+        return Err(anyhow::anyhow!(
+            "cannot write {}: it is a directory",
+            args.output.display()
+        ));
+    }
     let input = Input::open(&args.input, stdin_cap(args))?;
     let modality = input.format.modality();
     let (pack, pack_source) = match &args.model {

@@ -324,7 +324,7 @@ pub fn read_wav(input: Input, max_samples: u64, rate: Option<u32>) -> Result<Rea
         return Err(too_many(total, ""));
     }
     let resampler = rate
-        .filter(|&r| r != spec.sample_rate)
+        .filter(|&r| r > 0 && r != spec.sample_rate)
         .map(|r| Resampler::new(spec.sample_rate, r));
     if let Some(r) = &resampler {
         let after = r.output_frames(frames) * u64::from(channels);
