@@ -417,3 +417,29 @@ fn bad_input_is_an_error() {
     let e = Encoder::new(&bare, EncoderConfig::default()).unwrap_err();
     assert!(e.to_string().contains("no hyper encoder"), "{e}");
 }
+
+/// The seam measure separates pixels beside internal tile boundaries from the rest.
+#[test]
+fn seam_psnr_splits_border_and_interior_pixels() {
+    let img = image(10, 6, 1, 12);
+    let mut pixels: Vec<u8> = img
+        .samples
+        .iter()
+        .map(|&v| (v * 255.0).round() as u8)
+        .collect();
+    // Tiles of 4x4: internal boundaries between x = 3|4 and 7|8 and y = 3|4. Damage
+    // exactly one seam pixel and one interior pixel, by different amounts.
+    pixels[2 * 10 + 3] = pixels[2 * 10 + 3].wrapping_add(20);
+    pixels[10 + 1] = pixels[10 + 1].wrapping_add(2);
+    let decoded = ipc_codec::DecodedImage {
+        width: 10,
+        height: 6,
+        channels: 1,
+        pixels: ipc_codec::ImagePixels::U8(pixels),
+    };
+    let (border, interior) = ipc_codec::encoder::seam_psnr(&img, &decoded, 4, 4);
+    // Border pixels: columns 3, 4, 7, 8 and rows 3, 4 -> 4*6 + 2*10 - 2*4 = 36 pixels.
+    let expect = |err: f64, n: f64| 10.0 * (255.0f64 * 255.0 / (err * err / n)).log10();
+    assert!((border - expect(20.0, 36.0)).abs() < 1e-9, "{border}");
+    assert!((interior - expect(2.0, 24.0)).abs() < 1e-9, "{interior}");
+}

@@ -77,7 +77,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         max_samples: args.max_samples,
         ..Limits::default()
     };
-    let encoder = Encoder::new(
+    let encoder = make_encoder(
         &pack,
         EncoderConfig {
             method: Method::from(args.method),
@@ -85,6 +85,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
             threads: args.threads,
             limits,
         },
+        args.device,
     )
     .with_context(|| format!("cannot encode with model pack {pack_source}"))?;
     let target = target.unwrap_or(RateTarget::Quality(encoder.default_level()));
@@ -192,24 +193,30 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The single place where the encoding device is chosen. `--device cuda` will get its
-/// backend here: with the `train` feature, from `crate::gpu::encoder_backend(...)`.
+/// Refuses `--device cuda` in a build without GPU support, before any work.
 fn check_device(device: Device) -> Result<()> {
     match device {
         Device::Cpu => Ok(()),
-        // GPU HOOK: replace this arm (for builds with the `train` feature) with a call
-        // to crate::gpu::encoder_backend(...) once it exists.
         #[cfg(feature = "train")]
-        Device::Cuda => Err(Failure::usage(
-            "--device cuda: GPU encoding is not available yet; use --device cpu",
-        )
-        .into()),
+        Device::Cuda => Ok(()),
         #[cfg(not(feature = "train"))]
         Device::Cuda => Err(Failure::usage(
             "--device cuda needs an ipc-codec built with GPU support: `cargo build --release \
              -p ipc-codec-cli --features train` (libtorch: scripts/setup-libtorch --cuda)",
         )
         .into()),
+    }
+}
+
+/// The encoder for the chosen device: the pure-Rust one on the CPU, the libtorch
+/// backend on a GPU.
+fn make_encoder(pack: &ModelPack, config: EncoderConfig, device: Device) -> Result<Encoder<'_>> {
+    match device {
+        Device::Cpu => Ok(Encoder::new(pack, config)?),
+        #[cfg(feature = "train")]
+        Device::Cuda => crate::gpu::cuda_encoder(pack, config),
+        #[cfg(not(feature = "train"))]
+        Device::Cuda => unreachable!("refused by check_device"),
     }
 }
 

@@ -9,6 +9,8 @@ mod cli;
 mod decode;
 mod encode;
 mod failure;
+#[cfg(feature = "train")]
+mod gpu;
 mod info;
 mod input;
 mod media;

@@ -190,3 +190,39 @@ fn bad_configs_and_data_fail_with_one_line() {
     );
     assert!(!dir.join("x.ipcpack").exists());
 }
+
+/// `encode --device cuda` in a build with GPU support: where there is no GPU it fails
+/// with a one-line usage error that names CUDA; where there is one, it encodes.
+#[test]
+fn encode_on_cuda_works_or_says_why_not() {
+    let dir = workdir("cuda");
+    let pack = dir.join("pack.ipcpack");
+    std::fs::write(
+        &pack,
+        ipc_codec::pack::synthetic::SyntheticPack::small_image()
+            .build_with_encoders()
+            .to_pack_file()
+            .unwrap(),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "encode", "--device", "cuda", "--quiet", "--effort", "3", "--model",
+        ])
+        .arg(&pack)
+        .arg(dir.join("images/img0.png"))
+        .arg("-o")
+        .arg(dir.join("img0.ipc"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        let file = std::fs::read(dir.join("img0.ipc")).unwrap();
+        let pack = ModelPack::from_pack_file(&std::fs::read(&pack).unwrap()).unwrap();
+        ipc_codec::Decoder::new(&pack).decode(&file).unwrap();
+    } else {
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.to_lowercase().contains("cuda"), "{stderr}");
+    }
+}

@@ -638,6 +638,56 @@ pub fn psnr(signal: &Signal, decoded: &Decoded) -> f64 {
     }
 }
 
+/// PSNR of the pixels next to an internal tile boundary (the two pixel columns and
+/// rows either side of every boundary between tiles) and of all other pixels, in that
+/// order: a direct measure of tiling seams, which would show as a lower first figure.
+/// Peaks as in [`Encoded::psnr`]; NaN where a set is empty (an image of one tile).
+pub fn seam_psnr(
+    image: &ImageSignal,
+    decoded: &crate::DecodedImage,
+    tile_width: usize,
+    tile_height: usize,
+) -> (f64, f64) {
+    let (w, h) = (image.width as usize, image.height as usize);
+    let c = usize::from(image.channels);
+    let peak: f64 = if image.bit_depth == 16 {
+        65535.0
+    } else {
+        255.0
+    };
+    let sample = |i: usize| -> f64 {
+        match &decoded.pixels {
+            ImagePixels::U8(p) => f64::from(p[i]),
+            ImagePixels::U16(p) => f64::from(p[i]),
+        }
+    };
+    let near_seam =
+        |i: usize, n: usize, t: usize| (i % t == 0 && i > 0) || (i % t == t - 1 && i + 1 < n);
+    let mut sums = [(0f64, 0usize); 2];
+    for y in 0..h {
+        let seam_y = near_seam(y, h, tile_height);
+        for x in 0..w {
+            let set = usize::from(!(seam_y || near_seam(x, w, tile_width)));
+            for ch in 0..c {
+                let i = (y * w + x) * c + ch;
+                let want = (f64::from(image.samples[i]) * peak).round();
+                sums[set].0 += (sample(i) - want).powi(2);
+                sums[set].1 += 1;
+            }
+        }
+    }
+    let psnr = |(sse, n): (f64, usize)| {
+        if n == 0 {
+            f64::NAN
+        } else if sse == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (peak * peak / (sse / n as f64)).log10()
+        }
+    };
+    (psnr(sums[0]), psnr(sums[1]))
+}
+
 /// Bisection over levels `lo..=hi` for the last level where `ok` holds, assuming it
 /// holds up to some level and not after. Returns that level's result, or `lo`'s if
 /// it holds nowhere.
