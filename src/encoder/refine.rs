@@ -1,14 +1,19 @@
 //! Optimising V by gradient: the meta-learned CAVIA inner steps (METHOD.md, the seed's
 //! Algorithm 1) and the quantisation-aware refinement that `effort` buys.
 //!
-//! Refinement minimises, per tile, the objective the pack was trained for:
-//! `mse(synthesis(round(V / step) * step)) + lambda * bits / samples`, with `bits`
-//! the code length of the rounded V under the level's own tables and `samples` the
-//! tile's real (unpadded) samples. The distortion's gradient is taken at the rounded V
+//! Refinement must buy quality at the same rate: a level's rate is what the level
+//! promises. So each tile minimises its distortion subject to its bits not exceeding
+//! the bits of its starting V, by a Lagrangian `mse + mu * bits / samples` whose
+//! multiplier `mu` adapts per tile (it grows while the tile is over its budget and
+//! shrinks while it is under), starting from the lambda the level was trained for
+//! (`encoder.lambda`). `mse` is the distortion of `synthesis(round(V / step) * step)`
+//! over the tile's real (unpadded) samples and `bits` the code length of the rounded V
+//! under the level's own tables. The distortion's gradient is taken at the rounded V
 //! and applied to the continuous V (straight-through); the rate's gradient is the slope
 //! of the code length between the two integers around `V / step`. Every iterate is
-//! evaluated exactly as it will be coded, and each tile keeps the best one seen, so
-//! refinement never returns a worse tile than it started from.
+//! evaluated exactly as it will be coded, and each tile keeps the iterate of least
+//! distortion within its budget (its start is one), so refinement never returns a tile
+//! of more bits or more distortion than it started with.
 
 use crate::entropy::VModel;
 
@@ -21,6 +26,15 @@ pub const BETA1: f64 = 0.9;
 pub const BETA2: f64 = 0.999;
 /// See [`BETA1`].
 pub const ADAM_EPS: f64 = 1e-12;
+/// Factors by which a tile's multiplier grows while it is over its bit budget and
+/// shrinks while it is within it.
+pub const MU_UP: f64 = 1.5;
+/// See [`MU_UP`].
+pub const MU_DOWN: f64 = 1.0 / 1.2;
+/// Smallest multiplier, relative to the starting one (a level trained with lambda 0
+/// starts from this absolute value).
+pub const MU_FLOOR: f64 = 1e-6;
+
 /// Learning rate at the first and the last refinement step, in units of the
 /// quantisation step: large enough to move values across rounding boundaries early,
 /// small enough to settle late.
@@ -106,6 +120,67 @@ pub fn quantise(v: &[f32], step: f32, q: &mut [i32]) {
     }
 }
 
+/// Per-tile bookkeeping of refinement (module documentation): each tile's bit budget
+/// (the bits of its first iterate), its multiplier and its least distortion so far.
+/// Shared by the CPU encoder and other backends so that they follow one rule.
+#[derive(Debug, Clone)]
+pub struct TileBudgets {
+    budget: Vec<f64>,
+    mu: Vec<f64>,
+    best: Vec<f64>,
+    real: Vec<f64>,
+    floor: f64,
+}
+
+impl TileBudgets {
+    /// Budgets for `tiles`, multipliers starting at `lambda`.
+    pub fn new(tiles: &Tiles, lambda: f64) -> TileBudgets {
+        let real = tiles
+            .weights
+            .chunks_exact(tiles.samples)
+            .map(|w| w.iter().map(|&x| f64::from(x)).sum::<f64>().max(1.0))
+            .collect();
+        let floor = if lambda > 0.0 {
+            lambda * MU_FLOOR
+        } else {
+            MU_FLOOR
+        };
+        TileBudgets {
+            budget: vec![f64::NAN; tiles.count],
+            mu: vec![lambda.max(floor); tiles.count],
+            best: vec![f64::INFINITY; tiles.count],
+            real,
+            floor,
+        }
+    }
+
+    /// Records tile `t`'s iterate of distortion `mse` and `bits`; true when it is the
+    /// best within budget so far (the caller keeps it). The first iterate sets the
+    /// budget.
+    pub fn observe(&mut self, t: usize, mse: f64, bits: f64) -> bool {
+        if self.budget[t].is_nan() {
+            self.budget[t] = bits;
+            self.best[t] = mse;
+            return true;
+        }
+        let improved = bits <= self.budget[t] && mse < self.best[t];
+        if improved {
+            self.best[t] = mse;
+        }
+        self.mu[t] = if bits > self.budget[t] {
+            self.mu[t] * MU_UP
+        } else {
+            (self.mu[t] * MU_DOWN).max(self.floor)
+        };
+        improved
+    }
+
+    /// The weight of tile `t`'s rate gradient (bits per unit of V) in its Lagrangian.
+    pub fn rate_weight(&self, t: usize) -> f64 {
+        self.mu[t] / self.real[t]
+    }
+}
+
 /// Quantisation-aware refinement of V at one quality level; `v` holds the starting V
 /// and receives, per tile, the best quantised V seen (as integers in `q`). `progress`
 /// is called after each iteration with the number done.
@@ -124,16 +199,11 @@ pub(crate) fn refine(
 ) {
     let v_len = model.synthesizer().v_len();
     let n = v.len();
-    let contexts = rate.model.contexts();
-    let real: Vec<f64> = tiles
-        .weights
-        .chunks_exact(tiles.samples)
-        .map(|w| w.iter().map(|&x| f64::from(x)).sum::<f64>().max(1.0))
-        .collect();
-    let mut best = vec![f64::INFINITY; tiles.count];
+    let mut budgets = TileBudgets::new(tiles, lambda);
     let mut q_now = vec![0i32; n];
     let mut v_hat = vec![0f32; n];
     let mut grad = vec![0f32; n];
+    let mut rate_grad = vec![0f64; v_len];
     let mut mse = vec![0f64; tiles.count];
     let mut m1 = vec![0f64; n];
     let mut m2 = vec![0f64; n];
@@ -152,9 +222,7 @@ pub(crate) fn refine(
         );
         for t in 0..tiles.count {
             let span = t * v_len..(t + 1) * v_len;
-            let loss = mse[t] + lambda * rate.bits(&q_now[span.clone()]) / real[t];
-            if loss < best[t] {
-                best[t] = loss;
+            if budgets.observe(t, mse[t], rate.bits(&q_now[span.clone()])) {
                 q[span.clone()].copy_from_slice(&q_now[span]);
             }
         }
@@ -162,13 +230,14 @@ pub(crate) fn refine(
             break;
         }
         let lr = learning_rate(it, iterations, step);
-        let t = (it + 1) as i32;
-        let (c1, c2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
-        for (t_idx, chunk) in (0..n).step_by(v_len).enumerate() {
-            let rate_weight = lambda / real[t_idx] / f64::from(step);
-            for i in chunk..chunk + v_len {
-                let g =
-                    f64::from(grad[i]) + rate_weight * rate.slope(contexts[i - chunk], v[i] / step);
+        let k = (it + 1) as i32;
+        let (c1, c2) = (1.0 - BETA1.powi(k), 1.0 - BETA2.powi(k));
+        for t in 0..tiles.count {
+            let span = t * v_len..(t + 1) * v_len;
+            rate.gradient(&v[span.clone()], step, &mut rate_grad);
+            let weight = budgets.rate_weight(t);
+            for (j, i) in span.enumerate() {
+                let g = f64::from(grad[i]) + weight * rate_grad[j];
                 m1[i] = BETA1 * m1[i] + (1.0 - BETA1) * g;
                 m2[i] = BETA2 * m2[i] + (1.0 - BETA2) * g * g;
                 let update = lr * (m1[i] / c1) / ((m2[i] / c2).sqrt() + ADAM_EPS);

@@ -287,16 +287,19 @@ impl<'p> TorchBackend<'p> {
     ) -> Vec<i32> {
         let n = x.size()[0] as usize;
         let v_len = (v.size()[1] * v.size()[2]) as usize;
-        let real: Vec<f64> = Vec::<f64>::try_from(
-            w.sum_dim_intlist(&[1i64][..], false, Kind::Double)
-                .to_device(Device::Cpu),
-        )
-        .expect("weights")
-        .into_iter()
-        .map(|s| s.max(1.0))
-        .collect();
         let iterations = self.effort;
-        let mut best = vec![f64::INFINITY; n];
+        let weights: Vec<f32> =
+            Vec::try_from(w.to_device(Device::Cpu).flatten(0, -1)).expect("weights");
+        let mut budgets = refine::TileBudgets::new(
+            &Tiles {
+                count: n,
+                samples: weights.len() / n,
+                channels: x.size()[2] as usize,
+                targets: Vec::new(),
+                weights,
+            },
+            lambda,
+        );
         let mut best_q = vec![0i32; n * v_len];
         let mut m1 = v.zeros_like();
         let mut m2 = v.zeros_like();
@@ -314,9 +317,7 @@ impl<'p> TorchBackend<'p> {
                     .expect("f64 values");
             for t in 0..n {
                 let span = t * v_len..(t + 1) * v_len;
-                let loss = mse_cpu[t] + lambda * rate.bits(&q_cpu[span.clone()]) / real[t];
-                if loss < best[t] {
-                    best[t] = loss;
+                if budgets.observe(t, mse_cpu[t], rate.bits(&q_cpu[span.clone()])) {
                     best_q[span.clone()].copy_from_slice(&q_cpu[span]);
                 }
             }
@@ -328,14 +329,15 @@ impl<'p> TorchBackend<'p> {
                 .expect("one gradient");
             let v_cpu: Vec<f32> =
                 Vec::try_from(v.to_device(Device::Cpu).flatten(0, -1)).expect("f32");
-            for ((vt, gt), &r) in v_cpu
+            for (t, (vt, gt)) in v_cpu
                 .chunks_exact(v_len)
                 .zip(rate_grad.chunks_exact_mut(v_len))
-                .zip(&real)
+                .enumerate()
             {
                 rate.gradient(vt, step, gt);
+                let weight = budgets.rate_weight(t);
                 for g in gt {
-                    *g *= lambda / r;
+                    *g *= weight;
                 }
             }
             let g = grad

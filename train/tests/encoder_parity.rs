@@ -196,9 +196,9 @@ fn distortion_gradient_matches_autograd() {
     }
 }
 
-/// The objective refinement minimises (spec: ipc_codec::encoder), summed over tiles,
-/// for the quantised V a file carries.
-fn objective(pack: &ModelPack, signal: &Signal, file: &[u8]) -> f64 {
+/// The distortion (mean squared error summed over tiles) and the bits of the quantised
+/// V a file carries: what refinement trades (ipc_codec::encoder::refine).
+fn distortion_and_bits(pack: &ModelPack, signal: &Signal, file: &[u8]) -> (f64, f64) {
     let (header, q) = ipc_codec::Decoder::new(pack)
         .decode_quantised(file)
         .unwrap();
@@ -210,22 +210,14 @@ fn objective(pack: &ModelPack, signal: &Signal, file: &[u8]) -> f64 {
     DistortionModel::new(TileSynthesizer::new(pack)).evaluate(&v, &tiles, None, &mut mse, 1);
     let level = usize::from(header.quality_level);
     let rate = RateModel::new(pack.v_model(level).unwrap());
-    let lambda = ipc_codec::encoder::pack_lambdas(pack).unwrap()[level];
     let per_tile = c.rank * c.width;
-    (0..tiles.count)
-        .map(|t| {
-            let real: f32 = tiles.weights[t * tiles.samples..(t + 1) * tiles.samples]
-                .iter()
-                .sum();
-            mse[t]
-                + lambda * rate.bits(&q[t * per_tile..(t + 1) * per_tile])
-                    / f64::from(real.max(1.0))
-        })
-        .sum()
+    let bits = q.chunks_exact(per_tile).map(|qt| rate.bits(qt)).sum();
+    (mse.iter().sum(), bits)
 }
 
-/// Whole encodes with refinement: the libtorch backend reaches the same objective as
-/// the CPU encoder, within tolerance, for both methods, and effort lowers it.
+/// Whole encodes with refinement: the libtorch backend reaches the same distortion at
+/// the same bits as the CPU encoder, within tolerance, for both methods; effort lowers
+/// the distortion and never raises the bits.
 #[test]
 fn torch_backend_encodes_like_the_cpu_encoder() {
     for method in ["hyper", "meta"] {
@@ -245,7 +237,7 @@ fn torch_backend_encodes_like_the_cpu_encoder() {
                 .collect(),
         };
         let signal = Signal::Image(image);
-        let mut objectives = Vec::new();
+        let mut results = Vec::new();
         for effort in [0, 8, 30] {
             let config = EncoderConfig {
                 method,
@@ -262,20 +254,21 @@ fn torch_backend_encodes_like_the_cpu_encoder() {
                 .encode(&signal, RateTarget::Quality(1), &mut |_| {})
                 .unwrap();
             let (a, b) = (
-                objective(&pack, &signal, &cpu.file),
-                objective(&pack, &signal, &torch.file),
+                distortion_and_bits(&pack, &signal, &cpu.file),
+                distortion_and_bits(&pack, &signal, &torch.file),
             );
+            eprintln!("{method} effort {effort}: CPU {a:?}, libtorch {b:?}");
             // Summation orders differ, so a rounding decision can flip and the paths
-            // part; the objective reached must stay close.
+            // part; what they reach must stay close.
             assert!(
-                (a - b).abs() <= 0.02 * a,
-                "{method} effort {effort}: objective {a} (CPU) vs {b} (libtorch)"
+                (a.0 - b.0).abs() <= 0.03 * a.0 && (a.1 - b.1).abs() <= 0.03 * a.1,
+                "{method} effort {effort}: (mse, bits) {a:?} (CPU) vs {b:?} (libtorch)"
             );
-            objectives.push(b);
+            results.push(b);
         }
         assert!(
-            objectives[2] < objectives[1] && objectives[1] < objectives[0],
-            "{method}: effort must lower the objective on libtorch: {objectives:?}"
+            results[2].0 < results[0].0 && results.iter().all(|r| r.1 <= results[0].1),
+            "{method}: effort must lower the distortion within the bits: {results:?}"
         );
     }
 }
