@@ -114,6 +114,97 @@ pub enum Command {
     /// Train a model pack from a TOML config (builds with the `train` feature, libtorch)
     #[command(after_help = TRAIN_AFTER_HELP)]
     Train(TrainArgs),
+    /// Benchmarks: rate-distortion against classical codecs
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Rate-distortion of ipc and classical codecs on a folder of images and/or WAV clips
+    #[command(after_help = BENCH_RD_AFTER_HELP)]
+    Rd(RdArgs),
+}
+
+const BENCH_RD_AFTER_HELP: &str = "\
+Every ipc quality level (at each --effort) and a dense quality sweep of each classical
+codec code every PNG/JPEG image of --images and every WAV clip of --audio; each result
+is decoded and measured: whole-file bytes (bits per pixel, kbit/s), PSNR on 8-bit RGB
+(mean of the per-image values), MS-SSIM (RGB), SNR and PSNR (peak 1) for audio, and the
+encode and decode times. Classical codecs run as the tools of their Debian packages
+(scripts/install-codecs installs them); a codec whose tool is missing is reported and
+skipped. Audio is compared at the speech pack's sample rate (16 kHz).
+
+--out receives points.json and points.csv (every point), summary.md (PSNR at 0.25, 0.5
+and 1 bpp, BD-rates against JPEG and ipc) and the RD plots rd-images.svg/.png and
+rd-audio.svg/.png. Points already in --out are not measured again, so an interrupted run
+resumes where it stopped. --report FILE also writes the results document (command,
+machine, date, tables, plots beside it).
+
+Codecs (--codecs): ipc, jpeg, webp, avif, jxl, jpeg2000, hevc, opus, mp3, flac.
+
+Examples:
+  ipc-codec bench rd --images kodak --audio speech --out rd
+  ipc-codec bench rd --images kodak --out rd --codecs ipc,jpeg,avif --effort 0,20
+  ipc-codec bench rd --images kodak --out /tmp/smoke --quick";
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("inputs").args(["images", "audio"]).required(true).multiple(true)))]
+pub struct RdArgs {
+    /// Folder of PNG or JPEG images
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+
+    /// Folder of WAV clips
+    #[arg(long, value_name = "DIR")]
+    pub audio: Option<PathBuf>,
+
+    /// Output folder (created; points already there are reused)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Codecs to run, comma-separated [default: all]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub codecs: Option<Vec<String>>,
+
+    /// Smoke test: 2 images cropped to 192x192, 2 clips cut to 2 s, 3 settings per codec,
+    /// 3 ipc levels
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Files coded at once [default: the number of cores]; with more than one, every
+    /// encoder and decoder runs on one thread
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// ipc refinement steps, comma-separated: one RD curve each
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0")]
+    pub effort: Vec<usize>,
+
+    /// How ipc predicts V
+    #[arg(long, value_enum, default_value_t = MethodArg::Hyper)]
+    pub method: MethodArg,
+
+    /// Image model pack for ipc [default: the built-in image pack]
+    #[arg(long, value_name = "PACK")]
+    pub model: Option<PathBuf>,
+
+    /// Audio model pack for ipc [default: the built-in speech pack]
+    #[arg(long, value_name = "PACK")]
+    pub audio_model: Option<PathBuf>,
+
+    /// Also write the results document here (Markdown; plots go beside it)
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// No progress bar
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 const TRAIN_AFTER_HELP: &str = "\

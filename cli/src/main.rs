@@ -5,6 +5,7 @@
 //! (see `failure.rs` and `ipc-codec --help`).
 
 mod atomic;
+mod bench;
 mod cli;
 mod decode;
 mod encode;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         Command::Encode(args) => encode::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Info(args) => info::run(args),
+        Command::Bench(args) => bench::run(args),
         #[cfg(feature = "train")]
         Command::Train(args) => train::run(args),
         #[cfg(not(feature = "train"))]
