@@ -38,9 +38,9 @@ pub const MU_FLOOR: f64 = 1e-6;
 /// Learning rate at the first and the last refinement step, in units of the
 /// quantisation step: large enough to move values across rounding boundaries early,
 /// small enough to settle late.
-pub const LR_START: f64 = 0.5;
+pub const LR_START: f64 = 0.3;
 /// See [`LR_START`].
-pub const LR_END: f64 = 0.05;
+pub const LR_END: f64 = 0.03;
 
 /// The learning rate of refinement step `it` of `iterations`: cosine decay from
 /// [`LR_START`] to [`LR_END`] quantisation steps.
@@ -220,9 +220,9 @@ pub(crate) fn refine(
             &mut mse,
             threads,
         );
-        for t in 0..tiles.count {
+        for (t, &m) in mse.iter().enumerate() {
             let span = t * v_len..(t + 1) * v_len;
-            if budgets.observe(t, mse[t], rate.bits(&q_now[span.clone()])) {
+            if budgets.observe(t, m, rate.bits(&q_now[span.clone()])) {
                 q[span.clone()].copy_from_slice(&q_now[span]);
             }
         }
