@@ -1,0 +1,42 @@
+//! Entropy-coding throughput of V (spec/bitstream.md §7): encoding and decoding the
+//! quantised V of a 768x512 image with the representative pack's tables, in V elements
+//! per second.
+//!
+//! `cargo bench --bench entropy` reports `entropy/encode` and `entropy/decode`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ipc_codec::pack::synthetic::{SplitMix64, SyntheticPack};
+use ipc_codec::ModelPack;
+
+fn bench(c: &mut Criterion) {
+    let pack = ModelPack::from_safetensors(
+        &SyntheticPack::representative_image()
+            .build()
+            .to_safetensors()
+            .unwrap(),
+    )
+    .unwrap();
+    let cfg = pack.config();
+    let tiles = 768usize.div_ceil(cfg.tile_width) * 512usize.div_ceil(cfg.tile_height);
+    let count = tiles * cfg.rank * cfg.width;
+    let mut rng = SplitMix64(9);
+    // Mostly small values with some escapes, like a middle quality level.
+    let q: Vec<i32> = (0..count)
+        .map(|_| {
+            let r = rng.next_u64();
+            ((r % 9) as i32 - 4) * i32::from(r % 7 != 0) + i32::from(r % 97 == 0) * 40
+        })
+        .collect();
+    let model = pack.v_model(2).unwrap();
+    let payload = model.encode(&q).unwrap();
+    let mut group = c.benchmark_group("entropy");
+    group.throughput(Throughput::Elements(count as u64));
+    group.bench_function("encode", |b| b.iter(|| model.encode(&q).unwrap()));
+    group.bench_function("decode", |b| {
+        b.iter(|| model.decode(&payload, count).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,131 @@
+//! Encodes every PNG or JPEG in a folder at every quality level of a pack and prints,
+//! per level, the mean bits per pixel (whole files), the mean PSNR and the PSNR of the
+//! pixels beside tile boundaries against the other pixels (tiling seams):
+//!
+//! ```sh
+//! cargo run --release --example levels -- DIR [PACK] [--effort N] [--method hyper|meta]
+//! ```
+//!
+//! PACK defaults to `packs/image.ipcpack`. Every file is also decoded with a fresh
+//! decoder and checked against the encoder's own measurement.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ipc_codec::encoder::{
+    seam_psnr, Encoder, EncoderConfig, ImageSignal, Method, RateTarget, Signal,
+};
+use ipc_codec::{Decoded, Decoder, ModelPack};
+
+fn load(path: &std::path::Path) -> ImageSignal {
+    let img = image::open(path).expect("readable image").to_rgb8();
+    ImageSignal {
+        width: img.width(),
+        height: img.height(),
+        channels: 3,
+        bit_depth: 8,
+        samples: img.as_raw().iter().map(|&b| f32::from(b) / 255.0).collect(),
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut positional = Vec::new();
+    let mut config = EncoderConfig::default();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--effort" => {
+                config.effort = args
+                    .next()
+                    .and_then(|x| x.parse().ok())
+                    .expect("--effort N")
+            }
+            "--method" => {
+                config.method = args
+                    .next()
+                    .and_then(|x| x.parse::<Method>().ok())
+                    .expect("--method hyper|meta")
+            }
+            _ => positional.push(a),
+        }
+    }
+    let dir = PathBuf::from(
+        positional
+            .first()
+            .expect("usage: levels DIR [PACK] [--effort N] [--method M]"),
+    );
+    let pack_path = positional.get(1).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/packs/image.ipcpack"))
+    });
+    let pack =
+        ModelPack::from_pack_file(&std::fs::read(&pack_path).expect("pack")).expect("valid pack");
+    let encoder = Encoder::new(&pack, config).expect("pack can encode");
+    let decoder = Decoder::new(&pack);
+    let (tw, th) = (pack.config().tile_width, pack.config().tile_height);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .map(|e| e.to_ascii_lowercase())
+                    .as_deref(),
+                Some("png" | "jpg" | "jpeg")
+            )
+        })
+        .collect();
+    files.sort();
+    let images: Vec<(PathBuf, ImageSignal)> = files
+        .into_iter()
+        .map(|p| {
+            let s = load(&p);
+            (p, s)
+        })
+        .collect();
+    println!(
+        "pack {} ({}), method {}, effort {}, {} images from {}",
+        pack.id(),
+        pack.config().name,
+        config.method,
+        config.effort,
+        images.len(),
+        dir.display()
+    );
+    println!("| level | mean bpp | mean PSNR (dB) | seam-pixel PSNR | other-pixel PSNR | seconds per image |");
+    println!("|---|---|---|---|---|---|");
+    for level in 0..encoder.levels() as u8 {
+        let (mut bpp, mut psnr, mut seam, mut inner, mut secs) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (path, image) in &images {
+            let signal = Signal::Image(image.clone());
+            let start = Instant::now();
+            let e = encoder
+                .encode(&signal, RateTarget::Quality(level), &mut |_| {})
+                .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+            secs += start.elapsed().as_secs_f64();
+            let Decoded::Image(decoded) = decoder.decode(&e.file).expect("decodes") else {
+                panic!("not an image")
+            };
+            let check = ipc_codec::encoder::psnr(&signal, &Decoded::Image(decoded.clone()));
+            assert!(
+                (check - e.psnr).abs() < 1e-9,
+                "{}: decode differs",
+                path.display()
+            );
+            let (s, i) = seam_psnr(image, &decoded, tw, th);
+            bpp += e.rate;
+            psnr += e.psnr;
+            seam += s;
+            inner += i;
+        }
+        let n = images.len() as f64;
+        println!(
+            "| {level} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            bpp / n,
+            psnr / n,
+            seam / n,
+            inner / n,
+            secs / n
+        );
+    }
+}
