@@ -3,7 +3,7 @@
 //! pixels beside tile boundaries against the other pixels (tiling seams):
 //!
 //! ```sh
-//! cargo run --release --example levels -- DIR [PACK] [--effort N] [--method hyper|meta]
+//! cargo run --release --example levels -- DIR [PACK] [--effort N] [--method hyper|meta] [--levels 0,3,9]
 //! ```
 //!
 //! PACK defaults to `packs/image.ipcpack`. Every file is also decoded with a fresh
@@ -32,6 +32,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut positional = Vec::new();
     let mut config = EncoderConfig::default();
+    let mut only: Option<Vec<u8>> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--effort" => {
@@ -45,6 +46,15 @@ fn main() {
                     .next()
                     .and_then(|x| x.parse::<Method>().ok())
                     .expect("--method hyper|meta")
+            }
+            "--levels" => {
+                only = Some(
+                    args.next()
+                        .expect("--levels LIST")
+                        .split(',')
+                        .map(|x| x.trim().parse().expect("level number"))
+                        .collect(),
+                )
             }
             _ => positional.push(a),
         }
@@ -94,7 +104,8 @@ fn main() {
     );
     println!("| level | mean bpp | mean PSNR (dB) | seam-pixel PSNR | other-pixel PSNR | seconds per image |");
     println!("|---|---|---|---|---|---|");
-    for level in 0..encoder.levels() as u8 {
+    let levels = only.unwrap_or_else(|| (0..encoder.levels() as u8).collect());
+    for level in levels {
         let (mut bpp, mut psnr, mut seam, mut inner, mut secs) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for (path, image) in &images {
             let signal = Signal::Image(image.clone());
