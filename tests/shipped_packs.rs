@@ -1,6 +1,6 @@
 //! The packs shipped in packs/ load, fit the size budget (under 8 MB each), offer at
 //! least six quality levels, and decode: every level of each pack codes and decodes a
-//! file of all-zero V.
+//! file of all-zero V; both encoding methods work and the levels are ordered.
 
 use std::path::Path;
 
@@ -63,4 +63,71 @@ fn speech_pack() {
     check("speech.ipcpack", "audio", g);
     let (pack, _) = load("speech.ipcpack");
     assert_eq!(pack.config().sample_rate, Some(16_000));
+}
+
+/// Rate rises with the quality level and quality does not fall (within a small
+/// tolerance for the rounding of V), for both encoding methods, on the project's sample
+/// image (fixtures/sample.png) and a harmonic test tone.
+#[test]
+fn levels_are_ordered_and_both_methods_encode() {
+    use ipc_codec::encoder::{
+        AudioSignal, Encoder, EncoderConfig, ImageSignal, Method, RateTarget, Signal,
+    };
+    let png = image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sample.png"))
+        .unwrap()
+        .to_rgb8();
+    let image = Signal::Image(ImageSignal {
+        width: png.width(),
+        height: png.height(),
+        channels: 3,
+        bit_depth: 8,
+        samples: png.as_raw().iter().map(|&b| f32::from(b) / 255.0).collect(),
+    });
+    let tone = Signal::Audio(AudioSignal {
+        sample_rate: 16_000,
+        channels: 1,
+        samples: (0..8000)
+            .map(|i| {
+                let t = i as f32 / 16_000.0;
+                (1..6)
+                    .map(|h| {
+                        0.3 / h as f32 * (2.0 * std::f32::consts::PI * 140.0 * h as f32 * t).sin()
+                    })
+                    .sum::<f32>()
+                    * (0.5 + 0.5 * (2.0 * std::f32::consts::PI * 3.0 * t).sin())
+            })
+            .collect(),
+    });
+    for (name, signal) in [("image.ipcpack", image), ("speech.ipcpack", tone)] {
+        let (pack, _) = load(name);
+        for method in [Method::Hyper, Method::Meta] {
+            let encoder = Encoder::new(
+                &pack,
+                EncoderConfig {
+                    method,
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{name} {method}: {e}"));
+            let results: Vec<_> = (0..encoder.levels() as u8)
+                .map(|q| {
+                    encoder
+                        .encode(&signal, RateTarget::Quality(q), &mut |_| {})
+                        .unwrap()
+                })
+                .collect();
+            for pair in results.windows(2) {
+                assert!(
+                    pair[1].rate > pair[0].rate && pair[1].psnr > pair[0].psnr - 0.3,
+                    "{name} {method}: level {} ({:.3}, {:.2} dB) then {} ({:.3}, {:.2} dB)",
+                    pair[0].quality_level,
+                    pair[0].rate,
+                    pair[0].psnr,
+                    pair[1].quality_level,
+                    pair[1].rate,
+                    pair[1].psnr
+                );
+            }
+        }
+    }
 }
