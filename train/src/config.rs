@@ -143,6 +143,13 @@ pub struct EncoderConfig {
     /// encoding methods.
     #[serde(default)]
     pub meta_steps: usize,
+    /// Adam learning rate of the meta stage (V0 and the inner step size).
+    #[serde(default = "default_meta_lr")]
+    pub meta_lr: f64,
+}
+
+fn default_meta_lr() -> f64 {
+    0.01
 }
 
 fn default_level_conditioning() -> bool {

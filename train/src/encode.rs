@@ -155,6 +155,13 @@ pub fn model_of_pack(
     let mut model = IpcModel::new(&vs.root(), &config);
     model.set_frequencies(pack.contents().frequencies.clone());
     for (name, mut var) in vs.variables() {
+        if name == crate::export::LOG_INNER_LR_VAR {
+            // The pack stores the step size itself.
+            let lr = hypernet::scalar(pack, "encoder.meta.inner_lr")?;
+            let src = Tensor::from_slice(&[f64::from(lr).max(1e-30).ln() as f32]).to_device(device);
+            tch::no_grad(|| var.copy_(&src));
+            continue;
+        }
         if name.starts_with("entropy.") {
             // The learned Laplace parameters are a training device; encoding uses the
             // pack's integer tables.

@@ -20,6 +20,8 @@ pub const HEADS_TENSOR: &str = "encoder.hyper.heads";
 pub const INNER_STEPS_TENSOR: &str = "encoder.meta.inner_steps";
 /// CAVIA inner learning rate (spec/model-pack.md §4.3).
 pub const INNER_LR_TENSOR: &str = "encoder.meta.inner_lr";
+/// The model variable holding the log of the inner step size.
+pub const LOG_INNER_LR_VAR: &str = "encoder.meta.log_inner_lr";
 
 /// The quantisation step a level really uses: its Q16.16 value in the pack
 /// (spec/bitstream.md §3.4). Training uses the same value.
@@ -124,7 +126,8 @@ pub fn pack_contents(
     let mut extra: Vec<(String, Vec<usize>, Vec<f32>)> = vs
         .variables()
         .into_iter()
-        .filter(|(name, _)| name.starts_with("encoder."))
+        // The learned log step size is exported as the step size itself, below.
+        .filter(|(name, _)| name.starts_with("encoder.") && name != LOG_INNER_LR_VAR)
         .map(|(name, t)| {
             let shape = t.size().iter().map(|&d| d as usize).collect();
             (name, shape, values(&t))
@@ -148,7 +151,8 @@ pub fn pack_contents(
             vec![1],
             vec![e.inner_steps as f32],
         ));
-        extra.push((INNER_LR_TENSOR.into(), vec![1], vec![e.inner_lr as f32]));
+        let lr = model.inner_lr().unwrap_or(e.inner_lr);
+        extra.push((INNER_LR_TENSOR.into(), vec![1], vec![lr as f32]));
     }
     extra.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(PackContents {

@@ -268,6 +268,9 @@ pub struct IpcModel {
     pub hyper: Option<HyperNet>,
     /// The learned initial V, for `method = "meta"`.
     pub v0: Option<Tensor>,
+    /// The log of the CAVIA inner step size, learned with V0 (initialised from
+    /// `encoder.inner_lr`); exported as `encoder.meta.inner_lr` (spec/model-pack.md §4.3).
+    pub log_inner_lr: Option<Tensor>,
     /// The learned entropy model of V.
     pub entropy: EntropyModel,
 }
@@ -325,6 +328,13 @@ impl IpcModel {
                     },
                 )
             });
+        let log_inner_lr = v0.as_ref().map(|_| {
+            (&encoder / "meta").var(
+                "log_inner_lr",
+                &[1],
+                nn::Init::Const(config.encoder.inner_lr.max(1e-12).ln()),
+            )
+        });
         let entropy = EntropyModel::new(&(root / "entropy"), config.rate.levels.len(), m.rank);
         IpcModel {
             config: config.clone(),
@@ -333,6 +343,7 @@ impl IpcModel {
             layers,
             hyper,
             v0,
+            log_inner_lr,
             entropy,
         }
     }
@@ -431,6 +442,41 @@ impl IpcModel {
         v
     }
 
+    /// The CAVIA inner loop with the learned step size (a differentiable scalar).
+    pub fn adapt_learned(&self, target: &Tensor, steps: usize, create_graph: bool) -> Tensor {
+        let v0 = self.v0.as_ref().expect("meta-learned model has v0");
+        let eps = self
+            .log_inner_lr
+            .as_ref()
+            .expect("meta-learned model has an inner step size")
+            .exp();
+        let b = target.size()[0];
+        let mut v = v0.unsqueeze(0).expand([b, -1, -1], false);
+        for _ in 0..steps {
+            let loss = Self::instance_mse(&self.synthesize(&v), target).sum(Kind::Float);
+            let grad = Tensor::run_backward(&[&loss], &[&v], true, create_graph)
+                .pop()
+                .expect("one gradient");
+            let scale = v
+                .square()
+                .sum_dim_intlist(&[1i64, 2][..], true, Kind::Float);
+            let (grad, scale) = if create_graph {
+                (grad, scale)
+            } else {
+                (grad.detach(), scale.detach())
+            };
+            v = &v - grad * scale * &eps;
+        }
+        v
+    }
+
+    /// The learned inner step size.
+    pub fn inner_lr(&self) -> Option<f64> {
+        self.log_inner_lr
+            .as_ref()
+            .map(|t| f64::try_from(t.detach().exp().sum(Kind::Double)).unwrap_or(f64::NAN))
+    }
+
     /// V for a batch of tiles: the hypernetwork's prediction or the adapted V0. The meta
     /// path takes gradients inside, so it must not run under `tch::no_grad`.
     pub fn predict_v(&self, target: &Tensor, levels: &Tensor, train: bool) -> Tensor {
@@ -440,7 +486,7 @@ impl IpcModel {
             _ => {
                 let e = &self.config.encoder;
                 let create_graph = train && !e.first_order;
-                let v = self.adapt(target, e.inner_steps, e.inner_lr, create_graph);
+                let v = self.adapt_learned(target, e.inner_steps, create_graph);
                 if train {
                     v
                 } else {

@@ -158,7 +158,7 @@ pub struct Trainer {
     rng: SplitMix64,
     /// Steps done (main steps, then meta steps).
     pub step: usize,
-    meta_adam: Option<(Tensor, Tensor, i32)>,
+    meta_adam: Option<(Vec<Tensor>, Vec<Tensor>, i32)>,
 }
 
 impl Trainer {
@@ -255,32 +255,42 @@ impl Trainer {
     }
 
     /// One step of the meta stage (`encoder.meta_steps`): the same loss with V from the
-    /// CAVIA inner steps, and only V0 updated (Adam on V0 alone, so that the frozen
-    /// variables keep their values exactly).
+    /// CAVIA inner steps, and only V0 and the inner step size updated (Adam on those
+    /// alone, so that the frozen variables keep their values exactly).
     pub fn meta_step(&mut self, batch: &Tensor, lr: f64) -> StepStats {
         let n = batch.size()[0];
         let (levels, steps, lambdas) = self.sample_levels(n);
         let e = self.config.encoder.clone();
         let v = self
             .model
-            .adapt(batch, e.inner_steps, e.inner_lr, !e.first_order);
+            .adapt_learned(batch, e.inner_steps, !e.first_order);
         let (loss, mse, bits) = self.rd_loss(&v, batch, &levels, &steps, &lambdas);
-        let v0 = self.model.v0.as_ref().expect("meta stage needs v0");
-        let grad = Tensor::run_backward(&[&loss], &[v0], false, false)
-            .pop()
-            .expect("one gradient");
-        let (m, s, t) = self
-            .meta_adam
-            .get_or_insert_with(|| (grad.zeros_like(), grad.zeros_like(), 0));
-        *t += 1;
-        let (b1, b2) = (0.9f64, 0.999f64);
-        *m = &*m * b1 + &grad * (1.0 - b1);
-        *s = &*s * b2 + grad.square() * (1.0 - b2);
-        let update = (&*m / (1.0 - b1.powi(*t))) / ((&*s / (1.0 - b2.powi(*t))).sqrt() + 1e-8) * lr;
-        tch::no_grad(|| {
-            let mut v0 = v0.shallow_clone();
-            let _ = v0.f_sub_(&update);
+        let params: Vec<Tensor> = [&self.model.v0, &self.model.log_inner_lr]
+            .into_iter()
+            .map(|t| t.as_ref().expect("meta stage variables").shallow_clone())
+            .collect();
+        let grads = Tensor::run_backward(&[&loss], &params, false, false);
+        let state = self.meta_adam.get_or_insert_with(|| {
+            (
+                grads.iter().map(|g| g.zeros_like()).collect(),
+                grads.iter().map(|g| g.zeros_like()).collect(),
+                0,
+            )
         });
+        state.2 += 1;
+        let t = state.2;
+        let (b1, b2) = (0.9f64, 0.999f64);
+        for (k, (param, grad)) in params.iter().zip(&grads).enumerate() {
+            state.0[k] = &state.0[k] * b1 + grad * (1.0 - b1);
+            state.1[k] = &state.1[k] * b2 + grad.square() * (1.0 - b2);
+            let update = (&state.0[k] / (1.0 - b1.powi(t)))
+                / ((&state.1[k] / (1.0 - b2.powi(t))).sqrt() + 1e-8)
+                * lr;
+            tch::no_grad(|| {
+                let mut p = param.shallow_clone();
+                let _ = p.f_sub_(&update);
+            });
+        }
         self.step += 1;
         self.stats(&loss, &mse, &bits)
     }
@@ -376,7 +386,15 @@ impl Trainer {
                 "it was trained with another model or encoder configuration".into(),
             ));
         }
-        self.vs.load(path).map_err(|e| bad(e.to_string()))?;
+        // Checkpoints written before the inner step size was learned lack it; it then
+        // keeps its initial value, `encoder.inner_lr`.
+        let missing = self.vs.load_partial(path).map_err(|e| bad(e.to_string()))?;
+        if let Some(name) = missing
+            .iter()
+            .find(|n| *n != crate::export::LOG_INNER_LR_VAR)
+        {
+            return Err(bad(format!("variable {name} is missing")));
+        }
         self.step = meta.step;
         self.rng = SplitMix64(meta.rng);
         Ok(())
@@ -481,7 +499,7 @@ pub fn run(
             trainer.optimizer.set_lr(lr);
             trainer.train_step(&x)
         } else {
-            trainer.meta_step(&x, config.train.lr)
+            trainer.meta_step(&x, config.encoder.meta_lr)
         };
         stats.total = total;
         if !stats.loss.is_finite() {

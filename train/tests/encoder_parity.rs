@@ -54,6 +54,10 @@ dir = "unused"
     .unwrap()
 }
 
+/// libtorch's random generator and thread count are global: tests that train must not
+/// interleave, or their packs (and so their results) would depend on the schedule.
+static TORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A pack from a few real training steps, so no weight is at its initial value.
 fn trained_pack(modality: &str, method: &str) -> ModelPack {
     // One thread: libtorch's multi-threaded reductions would make the pack, and with it
@@ -114,6 +118,7 @@ fn to_vec(t: &Tensor) -> Vec<f32> {
 
 #[test]
 fn hypernetwork_matches_tch() {
+    let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
     for modality in ["image", "audio"] {
         let pack = trained_pack(modality, "hyper");
         let (model, _vs) = model_of_pack(&pack, Method::Hyper, Device::Cpu).unwrap();
@@ -140,6 +145,7 @@ fn hypernetwork_matches_tch() {
 
 #[test]
 fn inner_steps_match_tch() {
+    let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
     for modality in ["image", "audio"] {
         let pack = trained_pack(modality, "meta");
         let (model, _vs) = model_of_pack(&pack, Method::Meta, Device::Cpu).unwrap();
@@ -153,7 +159,8 @@ fn inner_steps_match_tch() {
         .unwrap();
         let t = tiles(&pack, 4, 2);
         let rust = encoder.predict(&t, 0);
-        let torch = to_vec(&model.adapt(&as_tensor(&t), 3, 0.05, false));
+        let lr = model.inner_lr().unwrap();
+        let torch = to_vec(&model.adapt(&as_tensor(&t), 3, lr, false));
         let diff = max_abs_diff(&rust, &torch);
         assert!(diff <= 1e-4, "{modality}: max abs diff {diff}");
     }
@@ -161,6 +168,7 @@ fn inner_steps_match_tch() {
 
 #[test]
 fn distortion_gradient_matches_autograd() {
+    let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
     for modality in ["image", "audio"] {
         let pack = trained_pack(modality, "hyper");
         let (model, _vs) = model_of_pack(&pack, Method::Hyper, Device::Cpu).unwrap();
@@ -220,6 +228,7 @@ fn distortion_and_bits(pack: &ModelPack, signal: &Signal, file: &[u8]) -> (f64, 
 /// the distortion and never raises the bits.
 #[test]
 fn torch_backend_encodes_like_the_cpu_encoder() {
+    let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
     for method in ["hyper", "meta"] {
         let pack = trained_pack("image", method);
         let method = method.parse::<Method>().unwrap();

@@ -117,11 +117,17 @@ fn halve(p: &[f64], w: usize, h: usize) -> (Vec<f64>, usize, usize) {
 fn blur(p: &[f64], w: usize, h: usize, kernel: &[f64; WINDOW]) -> Vec<f64> {
     let ow = w + 1 - WINDOW;
     let oh = h + 1 - WINDOW;
-    let mut rows = Vec::with_capacity(ow * h);
+    let mut rows: Vec<f64> = Vec::with_capacity(ow * h);
     for j in 0..h {
         let row = &p[j * w..(j + 1) * w];
         for i in 0..ow {
-            rows.push(kernel.iter().zip(&row[i..]).map(|(k, v)| k * v).sum());
+            rows.push(
+                kernel
+                    .iter()
+                    .zip(&row[i..])
+                    .map(|(k, v)| k * v)
+                    .sum::<f64>(),
+            );
         }
     }
     let mut out = vec![0.0; ow * oh];
