@@ -13,6 +13,22 @@
 //! Rate control ([`RateTarget`]) picks the quality level: given directly, or the level
 //! that best meets a bit-rate or PSNR target, found by bisection over the levels
 //! (quality rises with the level in the shipped packs). Everything here is pure Rust.
+//!
+//! ```
+//! use ipc_codec::encoder::{Encoder, EncoderConfig, ImageSignal, RateTarget, Signal};
+//! use ipc_codec::{pack::synthetic::SyntheticPack, Decoded, Decoder, ModelPack};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A real program loads a trained pack: `ModelPack::from_pack_file(&std::fs::read(path)?)`.
+//! let pack = ModelPack::from_pack_file(&SyntheticPack::small_image().build_with_encoders().to_pack_file()?)?;
+//! let image = ImageSignal { width: 20, height: 12, channels: 3, bit_depth: 8, samples: vec![0.5; 20 * 12 * 3] };
+//! let encoder = Encoder::new(&pack, EncoderConfig { effort: 5, ..Default::default() })?;
+//! let encoded = encoder.encode(&Signal::Image(image), RateTarget::Quality(1), &mut |_progress| {})?;
+//! println!("{} bytes, {:.2} bpp, {:.1} dB", encoded.file.len(), encoded.rate, encoded.psnr);
+//! let Decoded::Image(decoded) = Decoder::new(&pack).decode(&encoded.file)? else { unreachable!() };
+//! assert_eq!((decoded.width, decoded.height), (20, 12));
+//! # Ok(()) }
+//! ```
 
 use std::fmt;
 use std::str::FromStr;
