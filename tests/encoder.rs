@@ -364,6 +364,9 @@ fn bad_input_is_an_error() {
     assert!(
         err(enc.encode(&Signal::Image(empty), RateTarget::Quality(0), sink)).contains("no pixels")
     );
+    let mut nan = image(4, 4, 3, 1);
+    nan.samples[7] = f32::NAN;
+    assert!(err(enc.encode(&Signal::Image(nan), RateTarget::Quality(0), sink)).contains("finite"));
     let mut short = image(4, 4, 3, 1);
     short.samples.pop();
     assert!(
