@@ -407,6 +407,13 @@ impl<'p> Encoder<'p> {
                 }
             }
         }
+        let samples = match signal {
+            Signal::Image(i) => &i.samples,
+            Signal::Audio(a) => &a.samples,
+        };
+        if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
+            return input(format!("sample {i} is not a finite number"));
+        }
         let elements = signal
             .geometry()
             .tile_count(cfg.tile_width as u64, cfg.tile_height as u64)
