@@ -766,7 +766,6 @@ fn round_trip_with_built_in_packs(input: &Path, decoded: &Path, dir: &TempDir) {
 }
 
 #[test]
-#[ignore = "the shipped packs in packs/ predate the encoder (no encoder.hyper.heads); run once they are re-exported"]
 fn image_round_trip_with_no_model_flags() {
     let fx = Fixture::new();
     let png = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
@@ -776,7 +775,6 @@ fn image_round_trip_with_no_model_flags() {
 }
 
 #[test]
-#[ignore = "the shipped packs in packs/ predate the encoder (no encoder.hyper.heads); run once they are re-exported"]
 fn wav_round_trip_with_no_model_flags() {
     let fx = Fixture::new();
     let wav = fx.write_wav("in.wav", wav_spec(16_000, 1, 16, false), 3200);
