@@ -18,7 +18,7 @@ const PUBLISHED_KODAK: &str = include_str!("../../../data/published/kodak_rd.csv
 /// with the data sets of the project's shared folder beside it).
 pub const REGENERATE: &str = "cargo run --release -p ipc-codec-cli -- bench rd \
 --images ../shared/data/kodak --audio ../shared/data/eval-speech --out target/bench-rd \
---report docs/results.md";
+--effort 0,20 --report docs/results.md";
 
 /// Image rates at which PSNR is tabled (bits per pixel).
 const IMAGE_RATES: [f64; 3] = [0.25, 0.5, 1.0];
