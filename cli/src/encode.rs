@@ -20,8 +20,9 @@ use crate::media::{read_image, read_wav, Input, InputFormat};
 use crate::packs::BuiltIn;
 
 /// Refinement steps when `--effort` is not given. On held-out training photos, 20
-/// steps gave 1 to 3 dB over none, at the same or a lower rate, for about 5 s per
-/// 768x512 image on two cores; `--effort 0` is the one-pass encoder.
+/// steps gave 1 to 3 dB over none, at the same or a lower rate (about 1 dB on Kodak
+/// above 0.6 bpp, docs/results.md), for about 3 s per 768x512 image on two cores
+/// (`cargo bench --bench encode`); `--effort 0` is the one-pass encoder (0.15 s).
 pub const DEFAULT_EFFORT: usize = 20;
 
 /// Standard input beyond the largest raw image or WAV data the limits allow (16-bit
