@@ -322,9 +322,9 @@ impl<'p> TorchBackend<'p> {
             let mse_cpu: Vec<f64> =
                 Vec::try_from(mse.detach().to_kind(Kind::Double).to_device(Device::Cpu))
                     .expect("f64 values");
-            for t in 0..n {
+            for (t, &m) in mse_cpu.iter().enumerate() {
                 let span = t * v_len..(t + 1) * v_len;
-                if budgets.observe(t, mse_cpu[t], rate.bits(&q_cpu[span.clone()])) {
+                if budgets.observe(t, m, rate.bits(&q_cpu[span.clone()])) {
                     best_q[span.clone()].copy_from_slice(&q_cpu[span]);
                 }
             }
