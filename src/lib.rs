@@ -38,6 +38,7 @@ pub mod entropy;
 pub mod error;
 mod gemm;
 pub mod pack;
+mod parallel;
 pub mod synthesis;
 
 pub use container::{Geometry, Header, Modality};

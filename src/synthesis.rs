@@ -7,8 +7,6 @@
 //! then `hU V'` with `V'` the column-normalised V (r x d MACs per sample), and the later
 //! shared layers run as one large GEMM over a group of tiles.
 
-use std::sync::Mutex;
-
 use crate::gemm::gemm_acc;
 use crate::pack::ModelPack;
 
@@ -185,38 +183,15 @@ impl<'p> TileSynthesizer<'p> {
             return;
         }
         let group = (TARGET_ROWS_PER_GROUP / self.samples).max(1);
-        let groups = tiles.div_ceil(group);
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        }
-        .min(groups);
-        let work = Mutex::new(
+        crate::parallel::for_each_group(
             v.chunks(group * v_len)
                 .zip(out.chunks_mut(group * per_tile)),
+            tiles.div_ceil(group),
+            threads,
+            |(v_group, out_group), scratch: &mut Scratch| {
+                self.render_group(v_group, out_group, scratch)
+            },
         );
-        let worker = || {
-            let mut scratch = Scratch::default();
-            loop {
-                let item = work.lock().map(|mut w| w.next());
-                match item {
-                    Ok(Some((v_group, out_group))) => {
-                        self.render_group(v_group, out_group, &mut scratch)
-                    }
-                    _ => break,
-                }
-            }
-        };
-        if threads <= 1 {
-            worker();
-        } else {
-            std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(worker);
-                }
-            });
-        }
     }
 
     fn render_group(&self, v: &[f32], out: &mut [f32], scratch: &mut Scratch) {

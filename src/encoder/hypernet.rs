@@ -9,8 +9,6 @@
 //! times the width) transform them; weight token `i` then goes through LayerNorm and a
 //! linear layer to row `i` of V.
 
-use std::sync::Mutex;
-
 use crate::gemm::gemm_acc;
 use crate::pack::ModelPack;
 
@@ -278,38 +276,15 @@ impl HyperNetwork {
         let per_tile = tiles.samples * tiles.channels;
         assert_eq!(v.len(), tiles.count * v_len);
         assert_eq!(tiles.channels, self.channels);
-        let groups = tiles.count.div_ceil(TILES_PER_GROUP);
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        }
-        .min(groups.max(1));
-        let work = Mutex::new(
+        crate::parallel::for_each_group(
             tiles
                 .targets
                 .chunks(TILES_PER_GROUP * per_tile)
                 .zip(v.chunks_mut(TILES_PER_GROUP * v_len)),
+            tiles.count.div_ceil(TILES_PER_GROUP),
+            threads,
+            |(x, out), scratch: &mut Scratch| self.forward_group(x, level, out, scratch),
         );
-        let worker = || {
-            let mut scratch = Scratch::default();
-            loop {
-                let item = work.lock().map(|mut w| w.next());
-                match item {
-                    Ok(Some((x, out))) => self.forward_group(x, level, out, &mut scratch),
-                    _ => break,
-                }
-            }
-        };
-        if threads <= 1 {
-            worker();
-        } else {
-            std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(worker);
-                }
-            });
-        }
     }
 
     /// Cuts tile `x` (`samples x channels`) into data tokens, `data_tokens x token_len`.

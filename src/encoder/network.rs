@@ -12,8 +12,6 @@
 //! the second term because `c_j` depends on `v_j`. A zero column has `c_j = 0` in the
 //! decoder (spec/model-pack.md §4.2), so its gradient is taken as zero.
 
-use std::sync::Mutex;
-
 use crate::gemm::{gemm_acc, gemm_acc_op, Operand};
 use crate::synthesis::TileSynthesizer;
 
@@ -88,45 +86,22 @@ impl<'p> DistortionModel<'p> {
             return;
         }
         let group = (TARGET_ROWS_PER_GROUP / p).max(1);
-        let groups = tiles.count.div_ceil(group);
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        }
-        .min(groups);
         let grad_chunks: Box<dyn Iterator<Item = Option<&mut [f32]>> + Send> = match grad.take() {
             Some(g) => Box::new(g.chunks_mut(group * v_len).map(Some)),
             None => Box::new(std::iter::repeat_with(|| None)),
         };
-        let work = Mutex::new(
+        crate::parallel::for_each_group(
             v.chunks(group * v_len)
                 .zip(tiles.targets.chunks(group * p * c))
                 .zip(tiles.weights.chunks(group * p))
                 .zip(mse.chunks_mut(group))
                 .zip(grad_chunks),
+            tiles.count.div_ceil(group),
+            threads,
+            |((((v, target), weight), mse), grad), scratch: &mut Scratch| {
+                self.group(v, target, weight, c, grad, mse, scratch)
+            },
         );
-        let worker = || {
-            let mut scratch = Scratch::default();
-            loop {
-                let item = work.lock().map(|mut w| w.next());
-                match item {
-                    Ok(Some(((((v, target), weight), mse), grad))) => {
-                        self.group(v, target, weight, c, grad, mse, &mut scratch)
-                    }
-                    _ => break,
-                }
-            }
-        };
-        if threads <= 1 {
-            worker();
-        } else {
-            std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(worker);
-                }
-            });
-        }
     }
 
     #[allow(clippy::too_many_arguments)]
