@@ -142,6 +142,29 @@ impl<'p> TileSynthesizer<'p> {
         c.rank * c.width
     }
 
+    /// The factor `1 / ||U v_o||` that weight normalisation applies to column `o` of V
+    /// (computed from `U^T U` in f64), 0 for a zero column, 1 without weight
+    /// normalisation (spec/model-pack.md §4.2).
+    pub(crate) fn column_scale(&self, v: &[f32], o: usize) -> f64 {
+        let cfg = self.pack.config();
+        if !cfg.weight_norm {
+            return 1.0;
+        }
+        let (r, d) = (cfg.rank, cfg.width);
+        let mut sq = 0f64;
+        for i in 0..r {
+            let vi = f64::from(v[i * d + o]);
+            for j in 0..r {
+                sq += vi * self.gram[i * r + j] * f64::from(v[j * d + o]);
+            }
+        }
+        if sq > 0.0 {
+            1.0 / sq.sqrt()
+        } else {
+            0.0
+        }
+    }
+
     /// `V' = V / ||U V||_col`: V with each column scaled so that the corresponding
     /// column of `U V` has unit norm (spec/model-pack.md §4.2). A zero column stays zero.
     pub fn normalised_v(&self, v: &[f32], out: &mut [f32]) {
@@ -152,18 +175,7 @@ impl<'p> TileSynthesizer<'p> {
             return;
         }
         for o in 0..d {
-            let mut sq = 0f64;
-            for i in 0..r {
-                let vi = f64::from(v[i * d + o]);
-                for j in 0..r {
-                    sq += vi * self.gram[i * r + j] * f64::from(v[j * d + o]);
-                }
-            }
-            let scale = if sq > 0.0 {
-                (1.0 / sq.sqrt()) as f32
-            } else {
-                0.0
-            };
+            let scale = self.column_scale(v, o) as f32;
             for i in 0..r {
                 out[i * d + o] *= scale;
             }

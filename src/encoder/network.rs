@@ -137,22 +137,7 @@ impl<'p> DistortionModel<'p> {
         for (t, vt) in v.chunks_exact(r * d).enumerate() {
             let scale = &mut s.scale[t * d..(t + 1) * d];
             for (j, c) in scale.iter_mut().enumerate() {
-                *c = if cfg.weight_norm {
-                    let mut sq = 0f64;
-                    for i in 0..r {
-                        let vi = f64::from(vt[i * d + j]);
-                        for k in 0..r {
-                            sq += vi * gram[i * r + k] * f64::from(vt[k * d + j]);
-                        }
-                    }
-                    if sq > 0.0 {
-                        1.0 / sq.sqrt()
-                    } else {
-                        0.0
-                    }
-                } else {
-                    1.0
-                };
+                *c = self.synth.column_scale(vt, j);
             }
             for i in 0..r {
                 for j in 0..d {
