@@ -133,11 +133,12 @@ pub struct TileBudgets {
 }
 
 impl TileBudgets {
-    /// Budgets for `tiles`, multipliers starting at `lambda`.
-    pub fn new(tiles: &Tiles, lambda: f64) -> TileBudgets {
-        let real = tiles
-            .weights
-            .chunks_exact(tiles.samples)
+    /// Budgets for tiles of `samples` samples with these per-sample weights
+    /// ([`Tiles::weights`]), multipliers starting at `lambda`.
+    pub fn new(weights: &[f32], samples: usize, lambda: f64) -> TileBudgets {
+        let count = weights.len() / samples;
+        let real = weights
+            .chunks_exact(samples)
             .map(|w| w.iter().map(|&x| f64::from(x)).sum::<f64>().max(1.0))
             .collect();
         let floor = if lambda > 0.0 {
@@ -146,9 +147,9 @@ impl TileBudgets {
             MU_FLOOR
         };
         TileBudgets {
-            budget: vec![f64::NAN; tiles.count],
-            mu: vec![lambda.max(floor); tiles.count],
-            best: vec![f64::INFINITY; tiles.count],
+            budget: vec![f64::NAN; count],
+            mu: vec![lambda.max(floor); count],
+            best: vec![f64::INFINITY; count],
             real,
             floor,
         }
@@ -199,7 +200,7 @@ pub(crate) fn refine(
 ) {
     let v_len = model.synthesizer().v_len();
     let n = v.len();
-    let mut budgets = TileBudgets::new(tiles, lambda);
+    let mut budgets = TileBudgets::new(&tiles.weights, tiles.samples, lambda);
     let mut q_now = vec![0i32; n];
     let mut v_hat = vec![0f32; n];
     let mut grad = vec![0f32; n];

@@ -297,16 +297,7 @@ impl<'p> TorchBackend<'p> {
         let iterations = self.effort;
         let weights: Vec<f32> =
             Vec::try_from(w.to_device(Device::Cpu).flatten(0, -1)).expect("weights");
-        let mut budgets = refine::TileBudgets::new(
-            &Tiles {
-                count: n,
-                samples: weights.len() / n,
-                channels: x.size()[2] as usize,
-                targets: Vec::new(),
-                weights,
-            },
-            lambda,
-        );
+        let mut budgets = refine::TileBudgets::new(&weights, weights.len() / n, lambda);
         let mut best_q = vec![0i32; n * v_len];
         let mut m1 = v.zeros_like();
         let mut m2 = v.zeros_like();

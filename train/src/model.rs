@@ -421,6 +421,27 @@ impl IpcModel {
     /// `V <- V - eps * ||V||_F^2 * grad_V L`, `steps` times. With `create_graph` the
     /// outer update differentiates through the steps (second order).
     pub fn adapt(&self, target: &Tensor, steps: usize, eps: f64, create_graph: bool) -> Tensor {
+        self.adapt_with(target, steps, &Tensor::from(eps as f32), create_graph)
+    }
+
+    /// The CAVIA inner loop with the learned step size (a differentiable scalar).
+    pub fn adapt_learned(&self, target: &Tensor, steps: usize, create_graph: bool) -> Tensor {
+        let eps = self
+            .log_inner_lr
+            .as_ref()
+            .expect("meta-learned model has an inner step size")
+            .exp();
+        self.adapt_with(target, steps, &eps, create_graph)
+    }
+
+    /// The inner loop of [`IpcModel::adapt`] with step size `eps`, a scalar tensor.
+    fn adapt_with(
+        &self,
+        target: &Tensor,
+        steps: usize,
+        eps: &Tensor,
+        create_graph: bool,
+    ) -> Tensor {
         let v0 = self.v0.as_ref().expect("meta-learned model has v0");
         let b = target.size()[0];
         let mut v = v0.unsqueeze(0).expand([b, -1, -1], false);
@@ -438,34 +459,6 @@ impl IpcModel {
                 (grad.detach(), scale.detach())
             };
             v = &v - grad * scale * eps;
-        }
-        v
-    }
-
-    /// The CAVIA inner loop with the learned step size (a differentiable scalar).
-    pub fn adapt_learned(&self, target: &Tensor, steps: usize, create_graph: bool) -> Tensor {
-        let v0 = self.v0.as_ref().expect("meta-learned model has v0");
-        let eps = self
-            .log_inner_lr
-            .as_ref()
-            .expect("meta-learned model has an inner step size")
-            .exp();
-        let b = target.size()[0];
-        let mut v = v0.unsqueeze(0).expand([b, -1, -1], false);
-        for _ in 0..steps {
-            let loss = Self::instance_mse(&self.synthesize(&v), target).sum(Kind::Float);
-            let grad = Tensor::run_backward(&[&loss], &[&v], true, create_graph)
-                .pop()
-                .expect("one gradient");
-            let scale = v
-                .square()
-                .sum_dim_intlist(&[1i64, 2][..], true, Kind::Float);
-            let (grad, scale) = if create_graph {
-                (grad, scale)
-            } else {
-                (grad.detach(), scale.detach())
-            };
-            v = &v - grad * scale * &eps;
         }
         v
     }
