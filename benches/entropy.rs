@@ -18,7 +18,7 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let cfg = pack.config();
     let tiles = 768usize.div_ceil(cfg.tile_width) * 512usize.div_ceil(cfg.tile_height);
-    let count = tiles * cfg.rank * cfg.width;
+    let count = tiles * cfg.v_len();
     let mut rng = SplitMix64(9);
     // Mostly small values with some escapes, like a middle quality level.
     let q: Vec<i32> = (0..count)

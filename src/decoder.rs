@@ -146,7 +146,7 @@ impl<'p> Decoder<'p> {
     }
 
     /// Parses, validates and entropy-decodes a file, returning its header and the
-    /// quantised V of every tile (tile after tile, each `rank x width` row-major).
+    /// quantised V of every tile (tile after tile, each in `PackConfig::v_shape`, row-major).
     /// Conformance tests compare this exactly (codec-tests/README.md).
     pub fn decode_quantised(&self, bytes: &[u8]) -> Result<(Header, Vec<i32>), Error> {
         let container = Container::parse(bytes, &self.options.limits)?;

@@ -163,7 +163,7 @@ impl SymbolModel {
 /// of each element of V (spec/model-pack.md §5).
 #[derive(Debug, Clone)]
 pub struct VModel {
-    /// Context (table index) of each element of V, row-major `rank x width`.
+    /// Context (table index) of each element of V, row-major in the shape of V (`PackConfig::v_shape`).
     contexts: Vec<u16>,
     models: Vec<SymbolModel>,
 }

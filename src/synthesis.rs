@@ -1,14 +1,22 @@
 //! Synthesis: evaluating the pack's MLP on every tile given its V (spec/model-pack.md §4,
 //! spec/bitstream.md §8).
 //!
-//! The coordinate grid is the same for every tile, so the Fourier features, the layers
-//! before the modulated one and their product with U (`hU`, `samples x rank`) are
-//! computed once per pack in [`TileSynthesizer::new`]. Per tile the modulated layer is
-//! then `hU V'` with `V'` the column-normalised V (r x d MACs per sample), and the later
-//! shared layers run as one large GEMM over a group of tiles.
+//! Row convention throughout: `z = h · Ŵ + b`, `h` a row vector. The coordinate grid is
+//! the same for every tile, so the Fourier features and the layers before the modulated
+//! one (`h`, `samples x in_m`) are computed once per pack in [`TileSynthesizer::new`].
+//! Per tile the modulated layer is written as `z = X · F + b` with `X` `samples x r` and
+//! `F` `r x out_m` (column-scaled by weight normalisation, `s_o = 1 / ||Ŵ[:, o]||`):
+//!
+//! * shared-input (`Ŵ = norm(U V)`, U `[in_m, r]` shared): `X = h U`, the same for every
+//!   tile and computed once per pack, and `F = V diag(s)`;
+//! * instance-input (`Ŵ = norm(V U)`, V `[in_m, r]` per tile): `X = h V` per tile and
+//!   `F = U diag(s)`. Forming `V U` per tile and multiplying by it would cost
+//!   `in_m · out_m` MACs per sample; the factored form costs `r · (in_m + out_m)`.
+//!
+//! The later shared layers then run as one large GEMM over a group of tiles.
 
-use crate::gemm::gemm_acc;
-use crate::pack::ModelPack;
+use crate::gemm::{gemm_acc, gemm_acc_op, Operand};
+use crate::pack::{ModelPack, Orientation};
 
 /// Rows (samples) per work item: big enough for efficient GEMMs, small enough that the
 /// activations stay in cache.
@@ -20,12 +28,26 @@ pub struct TileSynthesizer<'p> {
     pack: &'p ModelPack,
     /// Samples per tile.
     samples: usize,
-    /// `h U`, `samples x rank` row-major.
+    /// `h`, the modulated layer's input, `samples x in_m` row-major.
+    h: Vec<f32>,
+    /// Shared-input only: `h U`, `samples x rank` row-major.
     hu: Vec<f32>,
-    /// `U^T U`, `rank x rank`, for the column norms of `U V`.
+    /// Shared-input only: `U^T U`, `rank x rank`, for the column norms of `U V`.
     gram: Vec<f64>,
 }
 
+/// Per-tile working state of the modulated layer, `z = X · F + b` (module docs); what a
+/// backward pass needs besides V.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ModulatedTile {
+    /// The column scales `s_o` (`out_m`; 1 without weight normalisation, 0 for a zero
+    /// column).
+    pub(crate) scale: Vec<f64>,
+    /// `F`, `r x out_m`.
+    pub(crate) f: Vec<f32>,
+    /// Instance-input only: `X = h V`, `samples x r`.
+    pub(crate) x: Vec<f32>,
+}
 /// Normalised coordinates of tile sample `i` of `n`: the centre of the sample mapped to
 /// [-1, 1] (spec/model-pack.md §4.1).
 pub fn coordinate(i: usize, n: usize) -> f64 {
@@ -59,13 +81,15 @@ fn tile_coords(s: usize, tile_width: usize, tile_height: usize, coord_dim: usize
     }
 }
 
-fn relu(x: &mut [f32]) {
+/// `max(x, 0)` in place.
+pub(crate) fn relu(x: &mut [f32]) {
     for v in x {
         *v = v.max(0.0);
     }
 }
 
-fn fill_rows_with(buf: &mut [f32], row: &[f32]) {
+/// Copies `row` into every row of `buf` (e.g. a bias before a GEMM accumulates).
+pub(crate) fn fill_rows_with(buf: &mut [f32], row: &[f32]) {
     for r in buf.chunks_exact_mut(row.len()) {
         r.copy_from_slice(row);
     }
@@ -93,32 +117,22 @@ impl<'p> TileSynthesizer<'p> {
             width = layer.outputs;
         }
         let m = &pack.contents().modulated;
-        let mut hu = vec![0f32; samples * m.rank];
-        gemm_acc(samples, m.inputs, m.rank, &h, &m.u, &mut hu);
-        let mut gram = vec![0f64; m.rank * m.rank];
-        for row in m.u.chunks_exact(m.rank) {
-            for i in 0..m.rank {
-                for j in 0..m.rank {
-                    gram[i * m.rank + j] += f64::from(row[i]) * f64::from(row[j]);
-                }
+        let (mut hu, mut gram) = (Vec::new(), Vec::new());
+        if cfg.orientation == Orientation::SharedInput {
+            hu = vec![0f32; samples * m.rank];
+            gemm_acc(samples, m.inputs, m.rank, &h, &m.u, &mut hu);
+            gram = vec![0f64; m.rank * m.rank];
+            for row in m.u.chunks_exact(m.rank) {
+                accumulate_outer(row, &mut gram);
             }
         }
         TileSynthesizer {
             pack,
             samples,
+            h,
             hu,
             gram,
         }
-    }
-
-    /// `h U`, `samples x rank` row-major: the modulated layer's input times U.
-    pub(crate) fn hu(&self) -> &[f32] {
-        &self.hu
-    }
-
-    /// `U^T U`, `rank x rank`.
-    pub(crate) fn gram(&self) -> &[f64] {
-        &self.gram
     }
 
     /// The pack.
@@ -136,55 +150,218 @@ impl<'p> TileSynthesizer<'p> {
         self.samples * self.pack.config().out_channels
     }
 
-    /// Elements of one V (rank x width).
+    /// Elements of one V ([`crate::pack::PackConfig::v_shape`]).
     pub fn v_len(&self) -> usize {
-        let c = self.pack.config();
-        c.rank * c.width
+        self.pack.config().v_len()
     }
 
-    /// The factor `1 / ||U v_o||` that weight normalisation applies to column `o` of V
-    /// (computed from `U^T U` in f64), 0 for a zero column, 1 without weight
-    /// normalisation (spec/model-pack.md §4.2).
-    pub(crate) fn column_scale(&self, v: &[f32], o: usize) -> f64 {
+    /// Multiply-accumulates per sample of the whole network after the per-pack
+    /// precomputation: the modulated layer (`r · out_m` shared-input, `r · (in_m +
+    /// out_m)` instance-input) and every later layer. Per-tile work that does not scale
+    /// with the samples (column norms) is left out.
+    pub fn macs_per_sample(&self) -> u64 {
         let cfg = self.pack.config();
-        if !cfg.weight_norm {
-            return 1.0;
-        }
-        let (r, d) = (cfg.rank, cfg.width);
-        let mut sq = 0f64;
-        for i in 0..r {
-            let vi = f64::from(v[i * d + o]);
-            for j in 0..r {
-                sq += vi * self.gram[i * r + j] * f64::from(v[j * d + o]);
+        let (inputs, outputs) = cfg.layer_shape(cfg.modulated_layer);
+        let modulated = match cfg.orientation {
+            Orientation::SharedInput => cfg.rank * outputs,
+            Orientation::InstanceInput => cfg.rank * (inputs + outputs),
+        };
+        let later: usize = (cfg.modulated_layer + 1..cfg.layers)
+            .map(|l| {
+                let (i, o) = cfg.layer_shape(l);
+                i * o
+            })
+            .sum();
+        (modulated + later) as u64
+    }
+
+    /// Prepares one tile's modulated layer from its V: the column scales, `F` and (for
+    /// instance-input) `X = h V` (module docs; spec/model-pack.md §4.2).
+    pub(crate) fn prepare_modulated(&self, v: &[f32], t: &mut ModulatedTile) {
+        let cfg = self.pack.config();
+        let m = &self.pack.contents().modulated;
+        let (r, out) = (m.rank, m.outputs);
+        debug_assert_eq!(v.len(), cfg.v_len());
+        t.scale.clear();
+        t.scale.resize(out, 1.0);
+        t.f.resize(r * out, 0.0);
+        match cfg.orientation {
+            Orientation::SharedInput => {
+                // ||(U V)[:, o]||² = v_oᵀ (UᵀU) v_o with v_o = V[:, o].
+                if cfg.weight_norm {
+                    for (o, s) in t.scale.iter_mut().enumerate() {
+                        *s = inverse_norm(quadratic_form(&self.gram, v, o, out, r));
+                    }
+                }
+                for i in 0..r {
+                    for o in 0..out {
+                        t.f[i * out + o] = v[i * out + o] * t.scale[o] as f32;
+                    }
+                }
+            }
+            Orientation::InstanceInput => {
+                // ||(V U)[:, o]||² = u_oᵀ (VᵀV) u_o with u_o = U[:, o].
+                if cfg.weight_norm {
+                    let mut gram = vec![0f64; r * r];
+                    for row in v.chunks_exact(r) {
+                        accumulate_outer(row, &mut gram);
+                    }
+                    for (o, s) in t.scale.iter_mut().enumerate() {
+                        *s = inverse_norm(quadratic_form(&gram, &m.u, o, out, r));
+                    }
+                }
+                for i in 0..r {
+                    for o in 0..out {
+                        t.f[i * out + o] = m.u[i * out + o] * t.scale[o] as f32;
+                    }
+                }
+                t.x.clear();
+                t.x.resize(self.samples * r, 0.0);
+                gemm_acc(self.samples, m.inputs, r, &self.h, v, &mut t.x);
             }
         }
-        if sq > 0.0 {
-            1.0 / sq.sqrt()
-        } else {
-            0.0
+    }
+
+    /// `X` of a prepared tile, `samples x r`.
+    pub(crate) fn modulated_input<'a>(&'a self, t: &'a ModulatedTile) -> &'a [f32] {
+        match self.pack.config().orientation {
+            Orientation::SharedInput => &self.hu,
+            Orientation::InstanceInput => &t.x,
         }
     }
 
-    /// `V' = V / ||U V||_col`: V with each column scaled so that the corresponding
-    /// column of `U V` has unit norm (spec/model-pack.md §4.2). A zero column stays zero.
-    pub fn normalised_v(&self, v: &[f32], out: &mut [f32]) {
+    /// Adds `X · F` of a prepared tile to `z` (`samples x out_m`, already holding the
+    /// bias).
+    pub(crate) fn modulated_forward(&self, t: &ModulatedTile, z: &mut [f32]) {
+        let m = &self.pack.contents().modulated;
+        gemm_acc(
+            self.samples,
+            m.rank,
+            m.outputs,
+            self.modulated_input(t),
+            &t.f,
+            z,
+        );
+    }
+
+    /// The gradient of a loss with respect to one tile's V, given `dz = dL/dz`
+    /// (`samples x out_m`) for the tile prepared from `v`, into `grad` (V's shape).
+    /// `work` is scratch space. Derivation (module docs' notation, `G = dz`):
+    ///
+    /// * shared-input: `dF = Xᵀ G`, `dV[:, o] = s_o dF[:, o] - s_o³ (UᵀU v_o) (dF[:, o]
+    ///   · v_o)`;
+    /// * instance-input: `dV = hᵀ (G Fᵀ) + V M`, `M = U diag(c) Uᵀ`, `c_o = -s_o³ (u_o ·
+    ///   (Xᵀ G)[:, o])`, the second term because `s_o` depends on V.
+    ///
+    /// A zero column (`s_o = 0`) contributes no gradient, as the decoder gives it none.
+    pub(crate) fn modulated_backward(
+        &self,
+        v: &[f32],
+        t: &ModulatedTile,
+        dz: &[f32],
+        grad: &mut [f32],
+        work: &mut Vec<f32>,
+    ) {
         let cfg = self.pack.config();
-        let (r, d) = (cfg.rank, cfg.width);
-        out.copy_from_slice(v);
-        if !cfg.weight_norm {
-            return;
+        let m = &self.pack.contents().modulated;
+        let (r, out, p) = (m.rank, m.outputs, self.samples);
+        let x = self.modulated_input(t);
+        // dF = Xᵀ G, r x out: needed by both orientations (for instance-input only under
+        // weight normalisation).
+        let need_df = cfg.orientation == Orientation::SharedInput || cfg.weight_norm;
+        work.clear();
+        work.resize(r * out, 0.0);
+        if need_df {
+            gemm_acc_op(r, p, out, Operand::Transposed(x), Operand::Plain(dz), work);
         }
-        for o in 0..d {
-            let scale = self.column_scale(v, o) as f32;
-            for i in 0..r {
-                out[i * d + o] *= scale;
+        let df = &work[..];
+        match cfg.orientation {
+            Orientation::SharedInput => {
+                for o in 0..out {
+                    let c = t.scale[o];
+                    if !cfg.weight_norm {
+                        for i in 0..r {
+                            grad[i * out + o] = df[i * out + o];
+                        }
+                        continue;
+                    }
+                    if c == 0.0 {
+                        for i in 0..r {
+                            grad[i * out + o] = 0.0;
+                        }
+                        continue;
+                    }
+                    let dot: f64 = (0..r)
+                        .map(|k| f64::from(df[k * out + o]) * f64::from(v[k * out + o]))
+                        .sum();
+                    for i in 0..r {
+                        let gv: f64 = (0..r)
+                            .map(|k| self.gram[i * r + k] * f64::from(v[k * out + o]))
+                            .sum();
+                        grad[i * out + o] =
+                            (c * f64::from(df[i * out + o]) - c * c * c * gv * dot) as f32;
+                    }
+                }
+            }
+            Orientation::InstanceInput => {
+                let inputs = m.inputs;
+                // M = U diag(c) Uᵀ (r x r) from the scale's dependence on V.
+                let mut mm = vec![0f64; r * r];
+                if cfg.weight_norm {
+                    for o in 0..out {
+                        let s = t.scale[o];
+                        if s == 0.0 {
+                            continue;
+                        }
+                        let ds: f64 = (0..r)
+                            .map(|j| f64::from(m.u[j * out + o]) * f64::from(df[j * out + o]))
+                            .sum();
+                        let c = -ds * s * s * s;
+                        for i in 0..r {
+                            let ui = f64::from(m.u[i * out + o]) * c;
+                            for j in 0..r {
+                                mm[i * r + j] += ui * f64::from(m.u[j * out + o]);
+                            }
+                        }
+                    }
+                }
+                // dX = G Fᵀ (p x r), then dV = hᵀ dX (in x r).
+                let mut dx = vec![0f32; p * r];
+                gemm_acc_op(
+                    p,
+                    out,
+                    r,
+                    Operand::Plain(dz),
+                    Operand::Transposed(&t.f),
+                    &mut dx,
+                );
+                grad[..inputs * r].fill(0.0);
+                gemm_acc_op(
+                    inputs,
+                    p,
+                    r,
+                    Operand::Transposed(&self.h),
+                    Operand::Plain(&dx),
+                    grad,
+                );
+                if cfg.weight_norm {
+                    for i in 0..inputs {
+                        for j in 0..r {
+                            let vm: f64 = (0..r)
+                                .map(|k| f64::from(v[i * r + k]) * mm[k * r + j])
+                                .sum();
+                            grad[i * r + j] += vm as f32;
+                        }
+                    }
+                }
             }
         }
     }
 
-    /// Synthesises `tiles` tiles. `v` holds each tile's dequantised V (rank x width,
-    /// row-major), tile after tile; `out` receives each tile's samples, sample-major with
-    /// the output channels interleaved. Uses up to `threads` threads (0: all cores).
+    /// Synthesises `tiles` tiles. `v` holds each tile's dequantised V
+    /// ([`crate::pack::PackConfig::v_shape`], row-major), tile after tile; `out` receives
+    /// each tile's samples, sample-major with the output channels interleaved. Uses up to
+    /// `threads` threads (0: all cores).
     pub fn render(&self, v: &[f32], out: &mut [f32], threads: usize) {
         let v_len = self.v_len();
         let per_tile = self.outputs_per_tile();
@@ -209,18 +386,17 @@ impl<'p> TileSynthesizer<'p> {
     fn render_group(&self, v: &[f32], out: &mut [f32], scratch: &mut Scratch) {
         let pack = self.pack;
         let cfg = pack.config();
-        let (r, d, p) = (cfg.rank, cfg.width, self.samples);
-        let tiles = v.len() / (r * d);
+        let (d, p, v_len) = (cfg.width, self.samples, self.v_len());
+        let tiles = v.len() / v_len;
         let rows = tiles * p;
         let m = &pack.contents().modulated;
 
         scratch.a.resize(rows * d, 0.0);
-        scratch.v_norm.resize(r * d, 0.0);
-        for (t, vt) in v.chunks_exact(r * d).enumerate() {
-            self.normalised_v(vt, &mut scratch.v_norm);
+        for (t, vt) in v.chunks_exact(v_len).enumerate() {
+            self.prepare_modulated(vt, &mut scratch.tile);
             let a = &mut scratch.a[t * p * d..(t + 1) * p * d];
             fill_rows_with(a, &m.bias);
-            gemm_acc(p, r, d, &self.hu, &scratch.v_norm, a);
+            self.modulated_forward(&scratch.tile, a);
         }
         relu(&mut scratch.a[..rows * d]);
 
@@ -257,11 +433,44 @@ impl<'p> TileSynthesizer<'p> {
     }
 }
 
+/// `gram += row rowᵀ` in f64 (`row` of length r, `gram` r x r).
+fn accumulate_outer(row: &[f32], gram: &mut [f64]) {
+    let r = row.len();
+    for i in 0..r {
+        let ri = f64::from(row[i]);
+        for j in 0..r {
+            gram[i * r + j] += ri * f64::from(row[j]);
+        }
+    }
+}
+
+/// `aᵀ G a` for `a` = column `o` of the `r x cols` row-major matrix `mat`.
+fn quadratic_form(gram: &[f64], mat: &[f32], o: usize, cols: usize, r: usize) -> f64 {
+    let mut sq = 0f64;
+    for i in 0..r {
+        let ai = f64::from(mat[i * cols + o]);
+        for j in 0..r {
+            sq += ai * gram[i * r + j] * f64::from(mat[j * cols + o]);
+        }
+    }
+    sq
+}
+
+/// `1 / sqrt(sq)`, or 0 when the squared norm is not positive (spec/model-pack.md §4.2:
+/// a zero column stays zero).
+fn inverse_norm(sq: f64) -> f64 {
+    if sq > 0.0 {
+        1.0 / sq.sqrt()
+    } else {
+        0.0
+    }
+}
+
 #[derive(Default)]
 struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
-    v_norm: Vec<f32>,
+    tile: ModulatedTile,
 }
 
 #[cfg(test)]
@@ -308,9 +517,18 @@ mod tests {
                     let mut w = vec![0f64; inputs * outputs];
                     for i in 0..inputs {
                         for o in 0..outputs {
+                            // Ŵ = U V (shared-input) or V U (instance-input), both
+                            // row-major with the shapes of PackConfig::{u,v}_shape.
                             w[i * outputs + o] = (0..m.rank)
-                                .map(|k| {
-                                    f64::from(m.u[i * m.rank + k]) * f64::from(v[k * outputs + o])
+                                .map(|k| match cfg.orientation {
+                                    Orientation::SharedInput => {
+                                        f64::from(m.u[i * m.rank + k])
+                                            * f64::from(v[k * outputs + o])
+                                    }
+                                    Orientation::InstanceInput => {
+                                        f64::from(v[i * m.rank + k])
+                                            * f64::from(m.u[k * outputs + o])
+                                    }
                                 })
                                 .sum();
                         }
@@ -377,6 +595,87 @@ mod tests {
             ..SyntheticPack::small_image()
         };
         check(deep, 4, 3);
+    }
+
+    #[test]
+    fn fast_path_matches_reference_instance_input() {
+        check(SyntheticPack::small_image().instance_input(), 70, 2);
+        // The first layer modulated: V is [2AK, r] = [32, 4].
+        let first_layer = SyntheticPack {
+            modulated_layer: 0,
+            tile_width: 5,
+            tile_height: 3,
+            ..SyntheticPack::small_image().instance_input()
+        };
+        check(first_layer, 9, 1);
+        let deep = SyntheticPack {
+            layers: 6,
+            modulated_layer: 3,
+            rank: 1,
+            ..SyntheticPack::small_image().instance_input()
+        };
+        check(deep, 4, 3);
+        check(SyntheticPack::small_audio().instance_input(), 130, 2);
+        check(SyntheticPack::representative_image().instance_input(), 5, 2);
+    }
+
+    #[test]
+    fn instance_input_v_acts_on_the_input_side() {
+        // Two Vs that differ only in one row (one input of the modulated layer) give
+        // different tiles; with shared-input, h·U is common to all tiles, so such a
+        // per-input change is impossible to express. Also checks V's shape.
+        let pack = ModelPack::from_safetensors(
+            &SyntheticPack::small_image()
+                .instance_input()
+                .build()
+                .to_safetensors()
+                .unwrap(),
+        )
+        .unwrap();
+        let cfg = pack.config();
+        assert_eq!(cfg.v_shape(), (16, 4));
+        assert_eq!(cfg.u_shape(), (4, 16));
+        let synth = TileSynthesizer::new(&pack);
+        let mut rng = SplitMix64(3);
+        let a: Vec<f32> = rng.uniform_vec(synth.v_len(), 1.0);
+        let mut b = a.clone();
+        for x in &mut b[5 * 4..6 * 4] {
+            *x += 0.5;
+        }
+        let mut out = vec![0f32; 2 * synth.outputs_per_tile()];
+        synth.render(&[a, b].concat(), &mut out, 1);
+        let (ta, tb) = out.split_at(synth.outputs_per_tile());
+        assert!(ta.iter().zip(tb).any(|(x, y)| (x - y).abs() > 1e-4));
+    }
+
+    #[test]
+    fn macs_per_sample_counts_both_orientations() {
+        let shared = ModelPack::from_safetensors(
+            &SyntheticPack::representative_image()
+                .build()
+                .to_safetensors()
+                .unwrap(),
+        )
+        .unwrap();
+        let instance = ModelPack::from_safetensors(
+            &SyntheticPack::representative_image()
+                .instance_input()
+                .build()
+                .to_safetensors()
+                .unwrap(),
+        )
+        .unwrap();
+        // Width 128, rank 8, 5 layers: layers 2, 3 (128x128) and 4 (128x3) after the
+        // modulated layer 1.
+        let later = (2 * 128 * 128 + 128 * 3) as u64;
+        assert_eq!(
+            TileSynthesizer::new(&shared).macs_per_sample(),
+            8 * 128 + later
+        );
+        assert_eq!(
+            TileSynthesizer::new(&instance).macs_per_sample(),
+            8 * (128 + 128) + later
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ fn random_file(pack: &ModelPack, geometry: Geometry, seed: u64) -> (Vec<u8>, Vec
     let cfg = pack.config();
     let tiles = geometry.tile_count(cfg.tile_width as u64, cfg.tile_height as u64);
     let mut rng = SplitMix64(seed);
-    let v: Vec<i32> = (0..tiles as usize * cfg.rank * cfg.width)
+    let v: Vec<i32> = (0..tiles as usize * cfg.v_len())
         .map(|_| (rng.next_u64() % 9) as i32 - 4)
         .collect();
     (encode_quantised(pack, geometry, 1, None, &v).unwrap(), v)

@@ -25,7 +25,7 @@ fn check(name: &str, modality: &str, geometry: Geometry) {
         cfg.quality_levels.len()
     );
     let tiles = geometry.tile_count(cfg.tile_width as u64, cfg.tile_height as u64) as usize;
-    let v = vec![0i32; tiles * cfg.rank * cfg.width];
+    let v = vec![0i32; tiles * cfg.v_len()];
     let decoder = Decoder::new(&pack);
     for level in 0..cfg.quality_levels.len() as u8 {
         let file = encode_quantised(&pack, geometry, level, None, &v).unwrap();

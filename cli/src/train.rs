@@ -13,12 +13,16 @@ use crate::failure::Failure;
 
 fn eval_lines(step: usize, eval: &[LevelEval], image: bool) -> String {
     let unit = if image { "bpp" } else { "bits/sample" };
-    let mut s = format!("held-out at step {step}:");
+    let file_unit = if image { "bpp" } else { "kbit/s" };
+    let mut s = format!("held-out at step {step} (tiles: mean per-tile PSNR, payload bits; files: whole files, real bytes, whole-signal PSNR):");
     for e in eval {
         s += &format!(
-            "\n  level {}: step {:.4}  PSNR {:.2} dB  {:.3} bits/element  {:.4} {unit}",
+            "\n  level {}: step {:.4}  tiles {:.2} dB {:.3} bits/element {:.4} {unit}",
             e.level, e.step, e.psnr, e.bits_per_element, e.bits_per_sample
         );
+        if let (Some(rate), Some(psnr)) = (e.file_rate, e.file_psnr) {
+            s += &format!("  files {psnr:.2} dB {rate:.4} {file_unit}");
+        }
     }
     s
 }

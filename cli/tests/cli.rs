@@ -93,7 +93,7 @@ impl Fixture {
         let cfg = self.pack.config();
         let tiles = geometry.tile_count(cfg.tile_width as u64, cfg.tile_height as u64);
         let mut rng = SplitMix64(seed);
-        let v: Vec<i32> = (0..tiles as usize * cfg.rank * cfg.width)
+        let v: Vec<i32> = (0..tiles as usize * cfg.v_len())
             .map(|_| (rng.next_u64() % 9) as i32 - 4)
             .collect();
         encode_quantised(&self.pack, geometry, 1, None, &v).unwrap()

@@ -10,7 +10,7 @@
 //! linear layer to row `i` of V.
 
 use crate::gemm::gemm_acc;
-use crate::pack::ModelPack;
+use crate::pack::{ModelPack, Orientation};
 
 use super::tiling::Tiles;
 use super::EncodeError;
@@ -110,6 +110,8 @@ pub struct HyperNetwork {
     patch: usize,
     data_tokens: usize,
     rank: usize,
+    /// Weight token `i` gives column `i` of V (instance-input) rather than row `i`.
+    tokens_are_columns: bool,
     levels: usize,
     tile: [usize; 2],
     channels: usize,
@@ -248,6 +250,9 @@ impl HyperNetwork {
                 fc2: Dense::load(pack, &format!("{p}.fc2"), 4 * dim, dim)?,
             });
         }
+        let (v_rows, v_cols) = cfg.v_shape();
+        let tokens_are_columns = cfg.orientation == Orientation::InstanceInput;
+        let token_out = if tokens_are_columns { v_rows } else { v_cols };
         Ok(Some(HyperNetwork {
             embed: Dense::load(pack, "encoder.hyper.embed", token_len, dim)?,
             positions: tensor(pack, "encoder.hyper.positions", &[data_tokens, dim])?.to_vec(),
@@ -256,12 +261,15 @@ impl HyperNetwork {
                 .to_vec(),
             blocks,
             out_norm: LayerNorm::load(pack, "encoder.hyper.out_norm", dim)?,
-            out: Dense::load(pack, "encoder.hyper.out", dim, cfg.width)?,
+            // Weight token i -> row i of a [r, out_m] V (shared-input) or column i of an
+            // [in_m, r] V (instance-input) (spec/model-pack.md §4.3).
+            out: Dense::load(pack, "encoder.hyper.out", dim, token_out)?,
             heads: heads as usize,
             dim,
             patch,
             data_tokens,
             rank: cfg.rank,
+            tokens_are_columns,
             levels,
             tile: [tw, th],
             channels,
@@ -269,7 +277,7 @@ impl HyperNetwork {
     }
 
     /// Predicts the V of every tile at quality level `level` into `v` (tile after tile,
-    /// `rank x width` each), with up to `threads` threads (0: all cores).
+    /// in [`crate::pack::PackConfig::v_shape`]), with up to `threads` threads (0: all cores).
     pub fn predict(&self, tiles: &Tiles, level: usize, v: &mut [f32], threads: usize) {
         assert!(level < self.levels, "quality level checked by the caller");
         let v_len = self.rank * self.out.outputs;
@@ -412,6 +420,18 @@ impl HyperNetwork {
         self.out_norm.forward(&s.v_rows, &mut s.normed);
         let mut out = Vec::new();
         self.out.forward(tiles * self.rank, &s.normed, &mut out);
-        v.copy_from_slice(&out);
+        if self.tokens_are_columns {
+            // out holds Vᵀ ([r, in_m]) per tile; V is [in_m, r] row-major.
+            let (r, n) = (self.rank, self.out.outputs);
+            for (vt, ot) in v.chunks_exact_mut(v_len).zip(out.chunks_exact(v_len)) {
+                for i in 0..r {
+                    for k in 0..n {
+                        vt[k * r + i] = ot[i * n + k];
+                    }
+                }
+            }
+        } else {
+            v.copy_from_slice(&out);
+        }
     }
 }

@@ -182,7 +182,7 @@ pub struct Encoded {
 /// crate's CPU implementation: the GPU backend of `ipc-train` implements it with
 /// libtorch. It must follow the same method and objective (module documentation).
 pub trait VBackend {
-    /// The quantised V (tile after tile, `rank x width` each) of `tiles` at quality
+    /// The quantised V (tile after tile, each in `PackConfig::v_shape`) of `tiles` at quality
     /// level `level` with quantisation step `step`; `progress(done, total)` after each
     /// refinement step.
     fn quantised_v(
@@ -258,7 +258,8 @@ impl<'p> Encoder<'p> {
                 if hypernet::tensor_shape(pack, "encoder.v0").is_none() {
                     return Err(unavailable());
                 }
-                let v0 = hypernet::tensor(pack, "encoder.v0", &[cfg.rank, cfg.width])?.to_vec();
+                let (v_rows, v_cols) = cfg.v_shape();
+                let v0 = hypernet::tensor(pack, "encoder.v0", &[v_rows, v_cols])?.to_vec();
                 let steps = hypernet::scalar(pack, "encoder.meta.inner_steps")?;
                 let lr = hypernet::scalar(pack, "encoder.meta.inner_lr")?;
                 if !(0.0..=1000.0).contains(&steps) || steps.fract() != 0.0 || lr < 0.0 {
@@ -417,7 +418,7 @@ impl<'p> Encoder<'p> {
         let elements = signal
             .geometry()
             .tile_count(cfg.tile_width as u64, cfg.tile_height as u64)
-            * (cfg.rank * cfg.width) as u64;
+            * cfg.v_len() as u64;
         if elements > limits.max_v_elements {
             return Err(EncodeError::LimitExceeded {
                 what: "elements of V",
@@ -739,7 +740,7 @@ fn bisect<T>(
     Ok(best)
 }
 
-/// Entropy-codes the quantised V of every tile (tile after tile, each `rank x width`
+/// Entropy-codes the quantised V of every tile (tile after tile, each in `PackConfig::v_shape`
 /// row-major, in the tile order of spec/bitstream.md §4) and wraps it in a container.
 /// `step_q16` overrides the quality level's default dequantisation step.
 pub fn encode_quantised(

@@ -1,19 +1,12 @@
 //! The synthesis network differentiated with respect to V: the distortion of every tile
 //! and its gradient, derived by hand through the layers after the modulated one and
-//! through the weight normalisation of `U V` (spec/model-pack.md §4.2).
-//!
-//! Forward, for one tile with samples `s`, `a = hU V'` where `V' = V diag(c)` and
-//! `c_j = 1 / ||U v_j|| = (v_j^T G v_j)^(-1/2)` with `G = U^T U` (`c_j = 1` without
-//! weight normalisation). Backward, with `g = dL/da`:
-//!
-//! * `dL/dV' = hU^T g`;
-//! * `dL/dv_ij = c_j (dL/dV')_ij - c_j^3 (G v_j)_i sum_k (dL/dV')_kj v_kj`,
-//!
-//! the second term because `c_j` depends on `v_j`. A zero column has `c_j = 0` in the
-//! decoder (spec/model-pack.md §4.2), so its gradient is taken as zero.
+//! through the modulated layer and its weight normalisation. The modulated layer's
+//! forward pass and its backward pass (both orientations, derivation in
+//! [`TileSynthesizer::modulated_backward`]) are the synthesiser's own, so decoding and
+//! this gradient evaluate one formula.
 
 use crate::gemm::{gemm_acc, gemm_acc_op, Operand};
-use crate::synthesis::TileSynthesizer;
+use crate::synthesis::{fill_rows_with, relu, ModulatedTile, TileSynthesizer};
 
 use super::tiling::Tiles;
 
@@ -28,26 +21,14 @@ pub struct DistortionModel<'p> {
 
 #[derive(Default)]
 struct Scratch {
-    scale: Vec<f64>,
-    v_norm: Vec<f32>,
+    /// The prepared modulated layer of every tile of the group.
+    tiles: Vec<ModulatedTile>,
+    work: Vec<f32>,
     /// Post-activation outputs of the modulated layer and of every later hidden layer.
     acts: Vec<Vec<f32>>,
     out: Vec<f32>,
     g: Vec<f32>,
     g_next: Vec<f32>,
-    g_v: Vec<f32>,
-}
-
-fn relu(x: &mut [f32]) {
-    for v in x {
-        *v = v.max(0.0);
-    }
-}
-
-fn fill_rows_with(buf: &mut [f32], row: &[f32]) {
-    for r in buf.chunks_exact_mut(row.len()) {
-        r.copy_from_slice(row);
-    }
 }
 
 impl<'p> DistortionModel<'p> {
@@ -62,7 +43,7 @@ impl<'p> DistortionModel<'p> {
     }
 
     /// Mean squared error of every tile (over its weighted samples and all channels) for
-    /// V `v` (tile after tile, `rank x width` each), into `mse`, and, when `grad` is given,
+    /// V `v` (tile after tile, each in [`crate::pack::PackConfig::v_shape`]), into `mse`, and, when `grad` is given,
     /// the gradient of each tile's error with respect to its own V. Uses up to `threads`
     /// threads (0: all cores).
     pub fn evaluate(
@@ -117,11 +98,9 @@ impl<'p> DistortionModel<'p> {
     ) {
         let pack = self.synth.pack();
         let cfg = pack.config();
-        let (r, d, p) = (cfg.rank, cfg.width, self.synth.samples_per_tile());
-        let tiles = v.len() / (r * d);
+        let (d, p, v_len) = (cfg.width, self.synth.samples_per_tile(), cfg.v_len());
+        let tiles = v.len() / v_len;
         let rows = tiles * p;
-        let hu = self.synth.hu();
-        let gram = self.synth.gram();
         let m = &pack.contents().modulated;
         let later = cfg.layers - cfg.modulated_layer - 1;
         assert_eq!(
@@ -129,24 +108,15 @@ impl<'p> DistortionModel<'p> {
             "tiles must carry the pack's channels"
         );
 
-        // Forward: the modulated layer with column-normalised V, then the later layers.
+        // Forward: the modulated layer, then the later layers.
         s.acts.resize_with(later, Vec::new);
-        s.scale.resize(tiles * d, 0.0);
-        s.v_norm.resize(r * d, 0.0);
+        s.tiles.resize_with(tiles, ModulatedTile::default);
         s.acts[0].resize(rows * d, 0.0);
-        for (t, vt) in v.chunks_exact(r * d).enumerate() {
-            let scale = &mut s.scale[t * d..(t + 1) * d];
-            for (j, c) in scale.iter_mut().enumerate() {
-                *c = self.synth.column_scale(vt, j);
-            }
-            for i in 0..r {
-                for j in 0..d {
-                    s.v_norm[i * d + j] = vt[i * d + j] * scale[j] as f32;
-                }
-            }
+        for (t, vt) in v.chunks_exact(v_len).enumerate() {
+            self.synth.prepare_modulated(vt, &mut s.tiles[t]);
             let a = &mut s.acts[0][t * p * d..(t + 1) * p * d];
             fill_rows_with(a, &m.bias);
-            gemm_acc(p, r, d, hu, &s.v_norm, a);
+            self.synth.modulated_forward(&s.tiles[t], a);
         }
         relu(&mut s.acts[0]);
         for k in 0..later {
@@ -219,47 +189,19 @@ impl<'p> DistortionModel<'p> {
             std::mem::swap(&mut s.g, &mut s.g_next);
         }
 
-        // The modulated layer: dL/dV' = hU^T g, then through the column normalisation.
-        s.g_v.resize(r * d, 0.0);
+        // The modulated layer and its weight normalisation.
         for (t, (vt, gt)) in v
-            .chunks_exact(r * d)
-            .zip(grad.chunks_exact_mut(r * d))
+            .chunks_exact(v_len)
+            .zip(grad.chunks_exact_mut(v_len))
             .enumerate()
         {
-            s.g_v.fill(0.0);
-            gemm_acc_op(
-                r,
-                p,
-                d,
-                Operand::Transposed(hu),
-                Operand::Plain(&s.g[t * p * d..(t + 1) * p * d]),
-                &mut s.g_v,
+            self.synth.modulated_backward(
+                vt,
+                &s.tiles[t],
+                &s.g[t * p * d..(t + 1) * p * d],
+                gt,
+                &mut s.work,
             );
-            let scale = &s.scale[t * d..(t + 1) * d];
-            for j in 0..d {
-                let c = scale[j];
-                if !cfg.weight_norm {
-                    for i in 0..r {
-                        gt[i * d + j] = s.g_v[i * d + j];
-                    }
-                    continue;
-                }
-                if c == 0.0 {
-                    for i in 0..r {
-                        gt[i * d + j] = 0.0;
-                    }
-                    continue;
-                }
-                let dot: f64 = (0..r)
-                    .map(|k| f64::from(s.g_v[k * d + j]) * f64::from(vt[k * d + j]))
-                    .sum();
-                for i in 0..r {
-                    let gv: f64 = (0..r)
-                        .map(|k| gram[i * r + k] * f64::from(vt[k * d + j]))
-                        .sum();
-                    gt[i * d + j] = (c * f64::from(s.g_v[i * d + j]) - c * c * c * gv * dot) as f32;
-                }
-            }
         }
     }
 }

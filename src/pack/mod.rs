@@ -117,6 +117,39 @@ pub struct QualityLevel {
     pub label: String,
 }
 
+/// Which factor of the modulated weight sits on the layer's input side
+/// (spec/model-pack.md §3.1 `orientation`, §4.2). Row convention throughout:
+/// `z = h · Ŵ + b` with `h` the layer's input row vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Orientation {
+    /// `Ŵ = norm(U V)`: `U` `[in_m, r]` shared, `V` `[r, out_m]` per tile. The factor
+    /// next to the input is shared, so `h · U` is the same for every tile and every
+    /// tile is drawn from the same `r` patterns. The orientation of format-version-1
+    /// packs written before the field existed; the default when it is absent.
+    #[default]
+    #[serde(rename = "shared-input")]
+    SharedInput,
+    /// `Ŵ = norm(V U)`: `V` `[in_m, r]` per tile, `U` `[r, out_m]` shared: the
+    /// orientation of Instance Pattern Composers (the seed's `W = U V` in the column
+    /// convention). The tile's V chooses `r` combinations of the layer's input patterns.
+    #[serde(rename = "instance-input")]
+    InstanceInput,
+}
+
+impl Orientation {
+    /// The name used in the configuration JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Orientation::SharedInput => "shared-input",
+            Orientation::InstanceInput => "instance-input",
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Orientation::SharedInput
+    }
+}
+
 /// The pack configuration (spec/model-pack.md §3.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,10 +170,14 @@ pub struct PackConfig {
     pub width: usize,
     /// Number of linear layers.
     pub layers: usize,
-    /// Index of the modulated layer, whose weight is U V.
+    /// Index of the modulated layer, whose weight is U V or V U ([`Orientation`]).
     pub modulated_layer: usize,
-    /// Rank r: V is r x width.
+    /// Rank r of the modulated weight; V is [`PackConfig::v_shape`].
     pub rank: usize,
+    /// Which factor is on the modulated layer's input side. Absent in the JSON means
+    /// [`Orientation::SharedInput`], so packs written before the field keep their bytes.
+    #[serde(default, skip_serializing_if = "Orientation::is_default")]
+    pub orientation: Orientation,
     /// Tile width in samples (audio: chunk length).
     pub tile_width: usize,
     /// Tile height in samples (audio: 1).
@@ -194,6 +231,32 @@ impl PackConfig {
         (inputs, outputs)
     }
 
+    /// `(rows, columns)` of one tile's V, row-major (spec/model-pack.md §4):
+    /// `[r, out_m]` for [`Orientation::SharedInput`], `[in_m, r]` for
+    /// [`Orientation::InstanceInput`].
+    pub fn v_shape(&self) -> (usize, usize) {
+        let (inputs, outputs) = self.layer_shape(self.modulated_layer);
+        match self.orientation {
+            Orientation::SharedInput => (self.rank, outputs),
+            Orientation::InstanceInput => (inputs, self.rank),
+        }
+    }
+
+    /// Elements of one tile's V.
+    pub fn v_len(&self) -> usize {
+        let (rows, cols) = self.v_shape();
+        rows * cols
+    }
+
+    /// Shape of the shared factor `layers.{m}.u`: `[in_m, r]` or `[r, out_m]`.
+    pub fn u_shape(&self) -> (usize, usize) {
+        let (inputs, outputs) = self.layer_shape(self.modulated_layer);
+        match self.orientation {
+            Orientation::SharedInput => (inputs, self.rank),
+            Orientation::InstanceInput => (self.rank, outputs),
+        }
+    }
+
     /// Checks every rule of spec/model-pack.md §3.2.
     pub fn validate(&self) -> Result<(), PackError> {
         let bad = |m: String| Err(PackError::Config(m));
@@ -241,6 +304,12 @@ impl PackConfig {
                 "rank x width {} exceeds 65536",
                 self.rank * self.width
             ));
+        }
+        // Rule 9, second half: V's own element count (in_m x r in the instance-input
+        // orientation, which differs from r x d when the first layer is modulated).
+        if self.v_len() > u16::MAX as usize + 1 {
+            let (rows, cols) = self.v_shape();
+            return bad(format!("V of {rows} x {cols} elements exceeds 65536"));
         }
         if self.tile_width == 0
             || self.tile_height == 0
@@ -293,16 +362,16 @@ pub struct Linear {
     pub bias: Vec<f32>,
 }
 
-/// The modulated layer's shared parts: `W = U V`, bias shared (spec/model-pack.md §4).
+/// The modulated layer's shared parts: `U` and the bias (spec/model-pack.md §4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModulatedLinear {
-    /// Inputs (d_in).
+    /// Inputs (in_m).
     pub inputs: usize,
     /// Outputs (the hidden width).
     pub outputs: usize,
     /// Rank r.
     pub rank: usize,
-    /// U, `inputs x rank` row-major.
+    /// U, row-major, [`PackConfig::u_shape`]: `inputs x rank` or `rank x outputs`.
     pub u: Vec<f32>,
     /// `outputs`.
     pub bias: Vec<f32>,
@@ -311,7 +380,7 @@ pub struct ModulatedLinear {
 /// The entropy model of V at every quality level (spec/model-pack.md §5).
 #[derive(Debug, Clone)]
 pub struct EntropyTables {
-    /// Per-element context (table index), `rank x width` row-major.
+    /// Per-element context (table index), in V's shape ([`PackConfig::v_shape`]).
     pub contexts: Vec<u16>,
     /// For each quality level, its frequency tables.
     pub levels: Vec<Vec<FrequencyTable>>,
@@ -358,10 +427,11 @@ impl PackContents {
         for (l, layer) in self.layers.iter().enumerate() {
             if l == m {
                 let u = &self.modulated;
+                let (u_rows, u_cols) = self.config.u_shape();
                 owned.push((
                     format!("layers.{l}.u"),
                     Dtype::F32,
-                    vec![u.inputs, u.rank],
+                    vec![u_rows, u_cols],
                     f32_bytes(&u.u),
                 ));
                 owned.push((
@@ -392,7 +462,10 @@ impl PackContents {
         owned.push((
             "entropy.contexts".into(),
             Dtype::I32,
-            vec![self.config.rank, self.config.width],
+            {
+                let (rows, cols) = self.config.v_shape();
+                vec![rows, cols]
+            },
             i32_bytes(e.contexts.iter().map(|&c| i32::from(c))),
         ));
         for (q, tables) in e.levels.iter().enumerate() {
@@ -515,7 +588,8 @@ impl ModelPack {
             let (inputs, outputs) = config.layer_shape(l);
             let bias = read_f32(&st, &format!("layers.{l}.bias"), &[outputs])?;
             if l == m {
-                let u = read_f32(&st, &format!("layers.{l}.u"), &[inputs, config.rank])?;
+                let (u_rows, u_cols) = config.u_shape();
+                let u = read_f32(&st, &format!("layers.{l}.u"), &[u_rows, u_cols])?;
                 modulated = Some(ModulatedLinear {
                     inputs,
                     outputs,
@@ -537,7 +611,8 @@ impl ModelPack {
         let modulated = modulated.expect("validate() puts the modulated layer inside the network");
 
         let levels_n = config.quality_levels.len();
-        let contexts_raw = read_i32(&st, "entropy.contexts", &[config.rank, config.width])?;
+        let (v_rows, v_cols) = config.v_shape();
+        let contexts_raw = read_i32(&st, "entropy.contexts", &[v_rows, v_cols])?;
         let mut levels = Vec::with_capacity(levels_n);
         for q in 0..levels_n {
             levels.push(read_tables(&st, q)?);

@@ -4,7 +4,7 @@
 //! are the same on every machine.
 
 use super::{
-    EntropyTables, Linear, ModulatedLinear, PackConfig, PackContents, QualityLevel,
+    EntropyTables, Linear, ModulatedLinear, Orientation, PackConfig, PackContents, QualityLevel,
     PACK_FORMAT_VERSION,
 };
 use crate::container::Modality;
@@ -27,6 +27,8 @@ pub struct SyntheticPack {
     pub modulated_layer: usize,
     /// Rank of V.
     pub rank: usize,
+    /// Which factor of the modulated weight is on the input side.
+    pub orientation: Orientation,
     /// Tile width (audio: chunk length).
     pub tile_width: usize,
     /// Tile height (audio: 1).
@@ -48,6 +50,7 @@ impl SyntheticPack {
             layers: 4,
             modulated_layer: 1,
             rank: 4,
+            orientation: Orientation::SharedInput,
             tile_width: 8,
             tile_height: 8,
             quality_levels: 3,
@@ -65,6 +68,7 @@ impl SyntheticPack {
             layers: 3,
             modulated_layer: 1,
             rank: 4,
+            orientation: Orientation::SharedInput,
             tile_width: 64,
             tile_height: 1,
             quality_levels: 2,
@@ -83,10 +87,20 @@ impl SyntheticPack {
             layers: 5,
             modulated_layer: 1,
             rank: 8,
+            orientation: Orientation::SharedInput,
             tile_width: 32,
             tile_height: 32,
             quality_levels: 6,
             seed: 3,
+        }
+    }
+
+    /// The same pack in the instance-input orientation (`Ŵ = norm(V U)`, V `[in_m, r]`
+    /// per tile, U `[r, out_m]` shared).
+    pub fn instance_input(self) -> SyntheticPack {
+        SyntheticPack {
+            orientation: Orientation::InstanceInput,
+            ..self
         }
     }
 
@@ -108,6 +122,7 @@ impl SyntheticPack {
             layers: self.layers,
             modulated_layer: self.modulated_layer,
             rank: self.rank,
+            orientation: self.orientation,
             tile_width: self.tile_width,
             tile_height: self.tile_height,
             output_offset: offset,
@@ -141,7 +156,12 @@ impl SyntheticPack {
                     inputs,
                     outputs,
                     rank: self.rank,
-                    u: rng.uniform_vec(inputs * self.rank, scale),
+                    u: match self.orientation {
+                        Orientation::SharedInput => rng.uniform_vec(inputs * self.rank, scale),
+                        Orientation::InstanceInput => {
+                            rng.uniform_vec(self.rank * outputs, 1.0 / (self.rank as f32).sqrt())
+                        }
+                    },
                     bias: rng.uniform_vec(outputs, 0.1),
                 });
                 layers.push(None);
@@ -154,11 +174,10 @@ impl SyntheticPack {
                 }));
             }
         }
-        // One table per row of V, each a two-sided geometric distribution whose spread
-        // grows with the quality level (finer steps give larger integers).
-        let contexts = (0..self.rank * self.width)
-            .map(|i| (i / self.width) as u16)
-            .collect();
+        // One table per rank index (a row of V shared-input, a column instance-input),
+        // each a two-sided geometric distribution whose spread grows with the quality
+        // level (finer steps give larger integers).
+        let contexts = rank_contexts(&config);
         let levels = (0..self.quality_levels)
             .map(|q| {
                 (0..self.rank)
@@ -175,6 +194,19 @@ impl SyntheticPack {
             extra: Vec::new(),
         }
     }
+}
+
+/// One context per rank index of V: element `(i, j)` of a `[r, out_m]` V
+/// (shared-input) uses table `i`, of an `[in_m, r]` V (instance-input) table `j`. The
+/// layout of `entropy.contexts` that the project's trainer writes (spec/model-pack.md §5).
+pub fn rank_contexts(config: &PackConfig) -> Vec<u16> {
+    let (rows, cols) = config.v_shape();
+    (0..rows * cols)
+        .map(|e| match config.orientation {
+            Orientation::SharedInput => (e / cols) as u16,
+            Orientation::InstanceInput => (e % cols) as u16,
+        })
+        .collect()
 }
 
 impl SyntheticPack {
@@ -209,7 +241,13 @@ impl SyntheticPack {
         dense("blocks.0.proj", dim, dim, &mut rng);
         dense("blocks.0.fc1", dim, 4 * dim, &mut rng);
         dense("blocks.0.fc2", 4 * dim, dim, &mut rng);
-        dense("out", dim, self.width, &mut rng);
+        let (v_rows, v_cols) = contents.config.v_shape();
+        // Weight token i gives row i of V (shared-input) or column i (instance-input).
+        let token_out = match self.orientation {
+            Orientation::SharedInput => v_cols,
+            Orientation::InstanceInput => v_rows,
+        };
+        dense("out", dim, token_out, &mut rng);
         for norm in ["blocks.0.ln1", "blocks.0.ln2", "out_norm"] {
             let gain = (0..dim).map(|_| 1.0 + rng.uniform(0.25)).collect();
             extra.push((format!("encoder.hyper.{norm}.weight"), vec![dim], gain));
@@ -233,8 +271,8 @@ impl SyntheticPack {
         extra.push(("encoder.hyper.heads".into(), vec![1], vec![heads as f32]));
         extra.push((
             "encoder.v0".into(),
-            vec![self.rank, self.width],
-            rng.uniform_vec(self.rank * self.width, 1.0),
+            vec![v_rows, v_cols],
+            rng.uniform_vec(v_rows * v_cols, 1.0),
         ));
         extra.push(("encoder.meta.inner_steps".into(), vec![1], vec![2.0]));
         extra.push(("encoder.meta.inner_lr".into(), vec![1], vec![0.01]));

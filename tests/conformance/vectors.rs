@@ -18,6 +18,21 @@ pub fn blessing() -> bool {
 struct Packs {
     image: ModelPack,
     audio: ModelPack,
+    /// The same shapes in the instance-input orientation (spec/model-pack.md §4.2).
+    image_instance: ModelPack,
+    audio_instance: ModelPack,
+}
+
+impl Packs {
+    fn get(&self, key: &str) -> &ModelPack {
+        match key {
+            "image" => &self.image,
+            "audio" => &self.audio,
+            "image-instance-input" => &self.image_instance,
+            "audio-instance-input" => &self.audio_instance,
+            k => panic!("no pack {k}"),
+        }
+    }
 }
 
 fn write(path: &Path, bytes: &[u8]) {
@@ -65,11 +80,31 @@ type Case = (&'static str, &'static str, Geometry, u8, Option<u32>, bool);
 pub fn write_all(dir: &Path) {
     let image_file = SyntheticPack::small_image().build().to_pack_file().unwrap();
     let audio_file = SyntheticPack::small_audio().build().to_pack_file().unwrap();
+    let image_ii_file = SyntheticPack::small_image()
+        .instance_input()
+        .build()
+        .to_pack_file()
+        .unwrap();
+    let audio_ii_file = SyntheticPack::small_audio()
+        .instance_input()
+        .build()
+        .to_pack_file()
+        .unwrap();
     write(&dir.join("packs/synthetic-image.ipcpack"), &image_file);
     write(&dir.join("packs/synthetic-audio.ipcpack"), &audio_file);
+    write(
+        &dir.join("packs/synthetic-image-instance-input.ipcpack"),
+        &image_ii_file,
+    );
+    write(
+        &dir.join("packs/synthetic-audio-instance-input.ipcpack"),
+        &audio_ii_file,
+    );
     let packs = Packs {
         image: ModelPack::from_pack_file(&image_file).unwrap(),
         audio: ModelPack::from_pack_file(&audio_file).unwrap(),
+        image_instance: ModelPack::from_pack_file(&image_ii_file).unwrap(),
+        audio_instance: ModelPack::from_pack_file(&audio_ii_file).unwrap(),
     };
     let pack_entry = |file: &str, pack: &ModelPack| json!({ "file": file, "id": pack.id().to_string(), "name": pack.config().name });
 
@@ -128,53 +163,10 @@ pub fn write_all(dir: &Path) {
         ("audio-stereo-300", "audio", audio(300, 2), 1, None, true),
         ("audio-mono-1", "audio", audio(1, 1), 1, None, false),
     ];
-    let mut vectors = Vec::new();
-    for (name, key, geometry, level, step, escapes) in cases {
-        let pack = if key == "image" {
-            &packs.image
-        } else {
-            &packs.audio
-        };
-        let cfg = pack.config();
-        let tiles = geometry.tile_count(cfg.tile_width as u64, cfg.tile_height as u64);
-        let v = random_v(&mut rng, tiles as usize * cfg.rank * cfg.width, escapes);
-        let file = encode_quantised(pack, geometry, level, step, &v).unwrap();
-        let decoded = Decoder::with_options(
-            pack,
-            ipc_codec::DecodeOptions {
-                threads: 1,
-                ..Default::default()
-            },
-        )
-        .decode(&file)
-        .unwrap();
-        let (raw, format): (Vec<u8>, &str) = match &decoded {
-            Decoded::Image(img) => match &img.pixels {
-                ImagePixels::U8(p) => (p.clone(), "u8"),
-                ImagePixels::U16(p) => (p.iter().flat_map(|x| x.to_le_bytes()).collect(), "u16le"),
-            },
-            Decoded::Audio(a) => (
-                a.samples.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                "i16le",
-            ),
-        };
-        let v_bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        write(&dir.join(format!("vectors/{name}.ipc")), &file);
-        write(&dir.join(format!("vectors/{name}.expected.raw")), &raw);
-        vectors.push(json!({
-            "file": format!("{name}.ipc"),
-            "pack": key,
-            "kind": geometry.modality().name(),
-            "sha256": sha256_hex(&file),
-            "bytes": file.len(),
-            "tiles": tiles,
-            "v_sha256": sha256_hex(&v_bytes),
-            "expected": format!("{name}.expected.raw"),
-            "sample_format": format,
-            "expected_sha256": sha256_hex(&raw),
-            "tolerance": { "max_abs": 1 },
-        }));
-    }
+    let mut vectors: Vec<_> = cases
+        .into_iter()
+        .map(|case| valid_vector(dir, &packs, &mut rng, case))
+        .collect();
 
     let invalid = invalid_vectors(&packs, &mut rng);
     let mut invalid_entries = Vec::new();
@@ -185,18 +177,104 @@ pub fn write_all(dir: &Path) {
         );
     }
 
+    // The instance-input vectors come after everything above, from their own seed, so
+    // that the earlier vectors keep their bytes.
+    let mut rng = SplitMix64(2026);
+    let instance_cases: Vec<Case> = vec![
+        (
+            "image-rgb-40x24-instance-input",
+            "image-instance-input",
+            image(40, 24, 3, 8),
+            2,
+            None,
+            false,
+        ),
+        (
+            "image-grey-9x5-instance-input-escapes",
+            "image-instance-input",
+            image(9, 5, 1, 8),
+            0,
+            Some(300),
+            true,
+        ),
+        (
+            "audio-mono-1000-instance-input",
+            "audio-instance-input",
+            audio(1000, 1),
+            1,
+            None,
+            false,
+        ),
+    ];
+    vectors.extend(
+        instance_cases
+            .into_iter()
+            .map(|case| valid_vector(dir, &packs, &mut rng, case)),
+    );
+
     let manifest = json!({
         "format": "ipc-codec conformance manifest",
         "bitstream_version": 1,
         "packs": {
             "image": pack_entry("synthetic-image.ipcpack", &packs.image),
             "audio": pack_entry("synthetic-audio.ipcpack", &packs.audio),
+            "image-instance-input": pack_entry("synthetic-image-instance-input.ipcpack", &packs.image_instance),
+            "audio-instance-input": pack_entry("synthetic-audio-instance-input.ipcpack", &packs.audio_instance),
         },
         "vectors": vectors,
         "invalid": invalid_entries,
     });
     let text = serde_json::to_string_pretty(&manifest).unwrap() + "\n";
     write(&dir.join("manifest.json"), text.as_bytes());
+}
+
+/// Writes one valid vector and its expected output; returns its manifest entry.
+fn valid_vector(
+    dir: &Path,
+    packs: &Packs,
+    rng: &mut SplitMix64,
+    (name, key, geometry, level, step, escapes): Case,
+) -> serde_json::Value {
+    let pack = packs.get(key);
+    let cfg = pack.config();
+    let tiles = geometry.tile_count(cfg.tile_width as u64, cfg.tile_height as u64);
+    let v = random_v(rng, tiles as usize * cfg.v_len(), escapes);
+    let file = encode_quantised(pack, geometry, level, step, &v).unwrap();
+    let decoded = Decoder::with_options(
+        pack,
+        ipc_codec::DecodeOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .decode(&file)
+    .unwrap();
+    let (raw, format): (Vec<u8>, &str) = match &decoded {
+        Decoded::Image(img) => match &img.pixels {
+            ImagePixels::U8(p) => (p.clone(), "u8"),
+            ImagePixels::U16(p) => (p.iter().flat_map(|x| x.to_le_bytes()).collect(), "u16le"),
+        },
+        Decoded::Audio(a) => (
+            a.samples.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            "i16le",
+        ),
+    };
+    let v_bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write(&dir.join(format!("vectors/{name}.ipc")), &file);
+    write(&dir.join(format!("vectors/{name}.expected.raw")), &raw);
+    json!({
+        "file": format!("{name}.ipc"),
+        "pack": key,
+        "kind": geometry.modality().name(),
+        "sha256": sha256_hex(&file),
+        "bytes": file.len(),
+        "tiles": tiles,
+        "v_sha256": sha256_hex(&v_bytes),
+        "expected": format!("{name}.expected.raw"),
+        "sample_format": format,
+        "expected_sha256": sha256_hex(&raw),
+        "tolerance": { "max_abs": 1 },
+    })
 }
 
 /// Rewrites header bytes of a valid file and fixes the checksum, so the decoder reaches

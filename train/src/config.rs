@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ipc_codec::pack::Orientation;
 use ipc_codec::Modality;
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +75,13 @@ pub struct ModelConfig {
     pub modulated_layer: usize,
     /// Rank r of V.
     pub rank: usize,
+    /// Which factor of the modulated weight sits on the layer's input side
+    /// (spec/model-pack.md §3.1): `"instance-input"` (IPC's own, `Ŵ = norm(V U)` with V
+    /// `[in_m, r]` per tile) or `"shared-input"` (`Ŵ = norm(U V)`, V `[r, d]`, the
+    /// first packs' orientation and the default when absent, so older configs and
+    /// checkpoints keep their meaning).
+    #[serde(default)]
+    pub orientation: Orientation,
     /// `[width, height]` of a tile; audio `[chunk, 1]`.
     pub tile: [usize; 2],
     /// Audio sample rate.
@@ -236,6 +244,11 @@ pub struct ScheduleConfig {
     /// Held-out instances per evaluation.
     #[serde(default = "default_eval_instances")]
     pub eval_instances: usize,
+    /// Whole held-out files (the first ones in file-name order) that every evaluation
+    /// also encodes with the library encoder, for whole-file rate and PSNR; 0 turns
+    /// this off.
+    #[serde(default = "default_eval_files")]
+    pub eval_files: usize,
     /// CPU threads for libtorch (0: all cores).
     #[serde(default)]
     pub threads: usize,
@@ -249,6 +262,9 @@ fn default_checkpoint_every() -> usize {
 }
 fn default_eval_instances() -> usize {
     256
+}
+fn default_eval_files() -> usize {
+    6
 }
 
 /// Training data.
@@ -322,6 +338,42 @@ impl TrainConfig {
         match self.modality() {
             Modality::Image => 3,
             Modality::Audio => 1,
+        }
+    }
+
+    /// Coordinate dimensions: 2 for images, 1 for audio.
+    pub fn coord_dim(&self) -> usize {
+        if self.channels() == 3 {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// `(inputs, outputs)` of the modulated layer.
+    pub fn modulated_shape(&self) -> (usize, usize) {
+        let m = &self.model;
+        let inputs = if m.modulated_layer == 0 {
+            2 * self.coord_dim() * m.frequencies
+        } else {
+            m.width
+        };
+        let outputs = if m.modulated_layer + 1 == m.layers {
+            self.channels()
+        } else {
+            m.width
+        };
+        (inputs, outputs)
+    }
+
+    /// `(rows, columns)` of one instance's V, as in the pack
+    /// (`ipc_codec::pack::PackConfig::v_shape`): `[r, out_m]` shared-input, `[in_m, r]`
+    /// instance-input. The tch model keeps V in this layout, `[batch, rows, columns]`.
+    pub fn v_shape(&self) -> (usize, usize) {
+        let (inputs, outputs) = self.modulated_shape();
+        match self.model.orientation {
+            Orientation::SharedInput => (self.model.rank, outputs),
+            Orientation::InstanceInput => (inputs, self.model.rank),
         }
     }
 

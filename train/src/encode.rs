@@ -87,6 +87,7 @@ width = {width}
 layers = {layers}
 modulated_layer = {modulated}
 rank = {rank}
+orientation = "{orientation}"
 tile = [{tw}, {th}]
 weight_norm = {weight_norm}
 {sample_rate}
@@ -108,6 +109,7 @@ dir = "unused"
         layers = c.layers,
         modulated = c.modulated_layer,
         rank = c.rank,
+        orientation = c.orientation.name(),
         tw = c.tile_width,
         th = c.tile_height,
         weight_norm = c.weight_norm,
@@ -133,8 +135,8 @@ fn pack_tensor(contents: &PackContents, name: &str) -> Option<(Vec<usize>, Vec<f
         (Some(layer), "weight") => Some((vec![layer.inputs, layer.outputs], layer.weight.clone())),
         (Some(layer), "bias") => Some((vec![layer.outputs], layer.bias.clone())),
         (None, "u") => {
-            let m = &contents.modulated;
-            Some((vec![m.inputs, m.rank], m.u.clone()))
+            let (rows, cols) = contents.config.u_shape();
+            Some((vec![rows, cols], contents.modulated.u.clone()))
         }
         (None, "bias") => Some((
             vec![contents.modulated.outputs],
@@ -250,7 +252,7 @@ impl<'p> TorchBackend<'p> {
         (x, w)
     }
 
-    /// V of a batch before quantisation, `[batch, rank, width]`.
+    /// V of a batch before quantisation, `[batch, rows, columns]` as in the pack.
     pub fn predict(&self, x: &Tensor, w: &Tensor, level: usize) -> Tensor {
         let n = x.size()[0];
         match self.method {

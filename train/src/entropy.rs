@@ -6,6 +6,7 @@
 //! quality level's step into the integer frequency tables the decoder uses.
 
 use ipc_codec::entropy::FrequencyTable;
+use ipc_codec::pack::Orientation;
 use tch::{nn, Kind, Tensor};
 
 /// Total mass the exported counts of one table sum to (before the decoder's own
@@ -14,30 +15,43 @@ const COUNT_SCALE: f64 = (1u64 << 30) as f64;
 /// Smallest probability used in training, so the loss stays finite.
 const MIN_PROBABILITY: f64 = 1e-9;
 
-/// Learned Laplace parameters per quality level and row.
+/// Learned Laplace parameters per quality level and rank index.
 #[derive(Debug)]
 pub struct EntropyModel {
-    /// Location of each row at each level, `[levels, rank]`.
+    /// Location for each rank index at each level, `[levels, rank]`.
     pub location: Tensor,
-    /// Log scale of each row at each level, `[levels, rank]`.
+    /// Log scale for each rank index at each level, `[levels, rank]`.
     pub log_scale: Tensor,
+    /// The axis of a `[batch, rows, columns]` V that holds the rank index: 1 (rows)
+    /// shared-input, 2 (columns) instance-input (`ipc_codec::pack::synthetic::rank_contexts`).
+    rank_axis: i64,
 }
 
 impl EntropyModel {
     /// Creates the variables under `p` (`location`, `log_scale`).
-    pub fn new(p: &nn::Path, levels: usize, rank: usize) -> EntropyModel {
+    pub fn new(p: &nn::Path, levels: usize, rank: usize, orientation: Orientation) -> EntropyModel {
         EntropyModel {
             location: p.zeros("location", &[levels as i64, rank as i64]),
             log_scale: p.zeros("log_scale", &[levels as i64, rank as i64]),
+            rank_axis: match orientation {
+                Orientation::SharedInput => 1,
+                Orientation::InstanceInput => 2,
+            },
         }
     }
 
-    /// Bits of each instance's V, `[batch]`, given V `[batch, rank, width]` (already
+    /// Bits of each instance's V, `[batch]`, given V `[batch, rows, columns]` (already
     /// perturbed or rounded), each instance's step `[batch]` and quality level `[batch]`:
     /// the negative log2 of the Laplace mass of the step-wide bin around every element.
     pub fn bits(&self, v: &Tensor, steps: &Tensor, levels: &Tensor) -> Tensor {
-        let loc = self.location.index_select(0, levels).unsqueeze(-1);
-        let scale = self.log_scale.index_select(0, levels).exp().unsqueeze(-1);
+        // [batch, rank] -> [batch, rank, 1] or [batch, 1, rank], along V's rank axis.
+        let spread = 3 - self.rank_axis;
+        let loc = self.location.index_select(0, levels).unsqueeze(spread);
+        let scale = self
+            .log_scale
+            .index_select(0, levels)
+            .exp()
+            .unsqueeze(spread);
         let step = steps.reshape([-1, 1, 1]);
         let half = &step * 0.5;
         let x = (v - loc).abs();

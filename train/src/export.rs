@@ -8,6 +8,8 @@ use ipc_codec::pack::{
 };
 use tch::{nn, Kind, Tensor};
 
+use ipc_codec::pack::synthetic::rank_contexts;
+
 use crate::config::Method;
 use crate::entropy::frequency_table;
 use crate::model::IpcModel;
@@ -66,6 +68,7 @@ pub fn pack_contents(
         layers: m.layers,
         modulated_layer: m.modulated_layer,
         rank: m.rank,
+        orientation: m.orientation,
         tile_width: m.tile[0],
         tile_height: m.tile[1],
         output_offset: if image { 0.5 } else { 0.0 },
@@ -120,9 +123,8 @@ pub fn pack_contents(
                 .collect()
         })
         .collect();
-    let contexts = (0..m.rank * m.width)
-        .map(|i| (i / m.width) as u16)
-        .collect();
+    // One table per rank index, as the training entropy model has (spec/model-pack.md §5).
+    let contexts = rank_contexts(&config);
     let mut extra: Vec<(String, Vec<usize>, Vec<f32>)> = vs
         .variables()
         .into_iter()

@@ -8,6 +8,8 @@
 use ipc_codec::synthesis::{coordinate, fourier_features};
 use tch::{nn, Device, Kind, Tensor};
 
+use ipc_codec::pack::Orientation;
+
 use crate::config::{Method, TrainConfig};
 use crate::entropy::EntropyModel;
 
@@ -175,6 +177,9 @@ pub struct HyperNet {
     patch: i64,
     tile: [i64; 2],
     channels: i64,
+    /// Instance-input: weight token i gives column i of V (`[in_m, r]`), so the
+    /// `[batch, r, in_m]` token outputs are transposed.
+    tokens_are_columns: bool,
 }
 
 impl HyperNet {
@@ -190,6 +195,9 @@ impl HyperNet {
             mean: 0.0,
             stdev: 0.02,
         };
+        let (v_rows, v_cols) = cfg.v_shape();
+        let tokens_are_columns = cfg.model.orientation == Orientation::InstanceInput;
+        let token_out = if tokens_are_columns { v_rows } else { v_cols };
         HyperNet {
             embed: Dense::new(&(p / "embed"), token_len, e.dim),
             positions: p.var("positions", &[tokens as i64, e.dim as i64], small),
@@ -216,10 +224,11 @@ impl HyperNet {
                 .map(|i| Block::new(&(p / "blocks" / i), e.dim, e.heads))
                 .collect(),
             out_norm: LayerNorm::new(&(p / "out_norm"), e.dim),
-            out: Dense::new(&(p / "out"), e.dim, cfg.model.width),
+            out: Dense::new(&(p / "out"), e.dim, token_out),
             patch: e.patch as i64,
             tile: [tw as i64, th as i64],
             channels: cfg.channels() as i64,
+            tokens_are_columns,
         }
     }
 
@@ -237,7 +246,8 @@ impl HyperNet {
         }
     }
 
-    /// V for every tile, `[batch, rank, width]`, at the given quality levels `[batch]`.
+    /// V for every tile, `[batch, rows, columns]` (`TrainConfig::v_shape`), at the given
+    /// quality levels `[batch]`.
     pub fn forward(&self, x: &Tensor, levels: &Tensor) -> Tensor {
         let b = x.size()[0];
         let data = self.embed.forward(&self.tokens(x)) + &self.positions;
@@ -249,8 +259,14 @@ impl HyperNet {
         }
         let rank = self.weight_tokens.size()[0];
         let t = h.size()[1];
-        self.out
-            .forward(&self.out_norm.forward(&h.narrow(1, t - rank, rank)))
+        let v = self
+            .out
+            .forward(&self.out_norm.forward(&h.narrow(1, t - rank, rank)));
+        if self.tokens_are_columns {
+            v.transpose(1, 2)
+        } else {
+            v
+        }
     }
 }
 
@@ -262,7 +278,8 @@ pub struct IpcModel {
     /// Fourier frequencies (fixed).
     pub frequencies: Vec<f32>,
     features: Tensor,
-    /// Every layer; the modulated one's `weight` holds U (`[inputs, rank]`).
+    /// Every layer; the modulated one's `weight` holds U (`[inputs, rank]` shared-input,
+    /// `[rank, outputs]` instance-input).
     pub layers: Vec<Dense>,
     /// The hypernetwork, for `method = "hyper"`.
     pub hyper: Option<HyperNet>,
@@ -295,11 +312,15 @@ impl IpcModel {
                 };
                 let p = root / "layers" / l;
                 if l == m.modulated_layer {
-                    let bound = 1.0 / (inputs as f64).sqrt();
+                    let (u_shape, fan_in) = match m.orientation {
+                        Orientation::SharedInput => ([inputs as i64, m.rank as i64], inputs),
+                        Orientation::InstanceInput => ([m.rank as i64, outputs as i64], m.rank),
+                    };
+                    let bound = 1.0 / (fan_in as f64).sqrt();
                     Dense {
                         weight: p.var(
                             "u",
-                            &[inputs as i64, m.rank as i64],
+                            &u_shape,
                             nn::Init::Uniform {
                                 lo: -bound,
                                 up: bound,
@@ -319,9 +340,10 @@ impl IpcModel {
         };
         let v0 =
             (config.encoder.method == Method::Meta || config.encoder.meta_steps > 0).then(|| {
+                let (rows, cols) = config.v_shape();
                 encoder.var(
                     "v0",
-                    &[m.rank as i64, m.width as i64],
+                    &[rows as i64, cols as i64],
                     nn::Init::Randn {
                         mean: 0.0,
                         stdev: 1.0,
@@ -335,7 +357,12 @@ impl IpcModel {
                 nn::Init::Const(config.encoder.inner_lr.max(1e-12).ln()),
             )
         });
-        let entropy = EntropyModel::new(&(root / "entropy"), config.rate.levels.len(), m.rank);
+        let entropy = EntropyModel::new(
+            &(root / "entropy"),
+            config.rate.levels.len(),
+            m.rank,
+            m.orientation,
+        );
         IpcModel {
             config: config.clone(),
             frequencies,
@@ -368,7 +395,7 @@ impl IpcModel {
         self.features.device()
     }
 
-    /// Evaluates the network on every tile given its V, `[batch, rank, width]` ->
+    /// Evaluates the network on every tile given its V, `[batch, rows, columns]` ->
     /// `[batch, samples, channels]` (spec/model-pack.md §4.2).
     pub fn synthesize(&self, v: &Tensor) -> Tensor {
         let m = &self.config.model;
@@ -385,11 +412,17 @@ impl IpcModel {
         }
         let modulated = &self.layers[m.modulated_layer];
         let u = &modulated.weight;
-        let hu = h.matmul(u);
-        let mut y = hu.matmul(v);
+        // Row convention, V `[batch, rows, columns]` as in the pack.
+        let (y, w) = match m.orientation {
+            // Ŵ = norm(U V): (h U) V, U [in, r], V [b, r, out].
+            Orientation::SharedInput => (h.matmul(u).matmul(v), u.matmul(v)),
+            // Ŵ = norm(V U): (h V) U, V [b, in, r], U [r, out].
+            Orientation::InstanceInput => (h.matmul(v).matmul(u), v.matmul(u)),
+        };
+        let mut y = y;
         if m.weight_norm {
-            let column_norm = u
-                .matmul(v)
+            // Column norms of the product W = [b, in, out], over its inputs.
+            let column_norm = w
                 .square()
                 .sum_dim_intlist(&[1i64][..], true, Kind::Float)
                 .sqrt()

@@ -7,9 +7,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ipc_codec::encoder::{AudioSignal, Encoder, EncoderConfig, ImageSignal, RateTarget, Signal};
 use ipc_codec::entropy::VModel;
 use ipc_codec::pack::synthetic::SplitMix64;
 use ipc_codec::pack::{ModelPack, PackContents};
+use ipc_codec::Limits;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
@@ -30,6 +32,9 @@ pub enum TrainError {
     /// The pack could not be built.
     #[error("export: {0}")]
     Pack(#[from] ipc_codec::PackError),
+    /// The library encoder failed on a held-out file.
+    #[error("held-out encode: {0}")]
+    Encode(#[from] ipc_codec::encoder::EncodeError),
     /// A checkpoint is unreadable or belongs to another configuration.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint {
@@ -92,6 +97,16 @@ pub struct LevelEval {
     pub bits_per_element: f64,
     /// Coded bits per sample (per pixel for images), payload only.
     pub bits_per_sample: f64,
+    /// Whole held-out files, as a user measures them: mean over the files of the
+    /// whole-file rate (real `.ipc` bytes with header: bits per pixel for images, kbit/s
+    /// for audio), encoded by the library encoder (the configured method, effort 0).
+    /// Absent when no held-out file was evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_rate: Option<f64>,
+    /// Mean over the same files of the PSNR of the whole decoded signal (8-bit output
+    /// against the 8-bit original for images, peak 1 for audio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_psnr: Option<f64>,
 }
 
 /// Checkpoint metadata beside the weights.
@@ -135,6 +150,38 @@ impl Dataset {
         match self {
             Dataset::Image(s) => s.sample_batch(rng, n, tile[1], tile[0], out),
             Dataset::Audio(s) => s.sample_batch(rng, n, tile[0], out),
+        }
+    }
+
+    /// Up to `max` whole held-out files (in file-name order) as the encoder's input.
+    fn holdout_signals(&self, max: usize) -> Vec<Signal> {
+        match self {
+            Dataset::Image(s) => s
+                .holdout
+                .iter()
+                .take(max)
+                .map(|img| {
+                    Signal::Image(ImageSignal {
+                        width: img.width as u32,
+                        height: img.height as u32,
+                        channels: 3,
+                        bit_depth: 8,
+                        samples: img.data.iter().map(|&b| f32::from(b) / 255.0).collect(),
+                    })
+                })
+                .collect(),
+            Dataset::Audio(s) => s
+                .holdout
+                .iter()
+                .take(max)
+                .map(|clip| {
+                    Signal::Audio(AudioSignal {
+                        sample_rate: s.sample_rate,
+                        channels: 1,
+                        samples: clip.samples.clone(),
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -230,7 +277,8 @@ impl Trainer {
 
     fn stats(&self, loss: &Tensor, mse: &Tensor, bits: &Tensor) -> StepStats {
         let cfg = &self.config;
-        let elements = (cfg.model.rank * cfg.model.width) as f64;
+        let (rows, cols) = cfg.v_shape();
+        let elements = (rows * cols) as f64;
         StepStats {
             step: self.step,
             total: 0,
@@ -346,9 +394,52 @@ impl Trainer {
                 psnr,
                 bits_per_element: bytes * 8.0 / q.len() as f64,
                 bits_per_sample: bytes * 8.0 / (count * cfg.tile_samples()) as f64,
+                file_rate: None,
+                file_psnr: None,
             });
         }
         Ok(out)
+    }
+
+    /// Whole-file evaluation (what users see): the model exported as a pack, every
+    /// file encoded at every level by the library encoder with the configured method
+    /// and effort 0, and `file_rate` / `file_psnr` of `eval` set to the means over the
+    /// files of the real file's rate and the whole decoded signal's PSNR.
+    pub fn evaluate_files(
+        &self,
+        files: &[Signal],
+        eval: &mut [LevelEval],
+    ) -> Result<(), TrainError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let contents = pack_contents(&self.model, &self.vs, "evaluation")?;
+        let pack = ModelPack::from_safetensors(&contents.to_safetensors()?)?;
+        let method = match self.config.encoder.method {
+            crate::config::Method::Hyper => ipc_codec::encoder::Method::Hyper,
+            crate::config::Method::Meta => ipc_codec::encoder::Method::Meta,
+        };
+        let encoder = Encoder::new(
+            &pack,
+            EncoderConfig {
+                method,
+                effort: 0,
+                threads: self.config.train.threads.max(1),
+                limits: Limits::default(),
+            },
+        )?;
+        for e in eval.iter_mut() {
+            let (mut rate, mut psnr) = (0.0, 0.0);
+            for signal in files {
+                let level = u8::try_from(e.level).expect("at most 256 levels");
+                let encoded = encoder.encode(signal, RateTarget::Quality(level), &mut |_| {})?;
+                rate += encoded.rate;
+                psnr += encoded.psnr.min(100.0);
+            }
+            e.file_rate = Some(rate / files.len() as f64);
+            e.file_psnr = Some(psnr / files.len() as f64);
+        }
+        Ok(())
     }
 
     /// The pack contents of the model as it is now.
@@ -459,6 +550,12 @@ pub fn run(
     }
     let data = Dataset::load(config)?;
     let holdout = data.holdout(config.model.tile, config.train.eval_instances);
+    let holdout_files = data.holdout_signals(config.train.eval_files);
+    let evaluate = |trainer: &Trainer| -> Result<Vec<LevelEval>, TrainError> {
+        let mut eval = trainer.evaluate(&holdout)?;
+        trainer.evaluate_files(&holdout_files, &mut eval)?;
+        Ok(eval)
+    };
     let mut trainer = Trainer::new(config, options.device)?;
     if let Some(resume) = &options.resume {
         trainer.load_checkpoint(resume)?;
@@ -507,7 +604,7 @@ pub fn run(
         }
         on_step(&stats);
         if trainer.step % config.train.eval_every == 0 || trainer.step == total {
-            let eval = trainer.evaluate(&holdout)?;
+            let eval = evaluate(&trainer)?;
             on_eval(trainer.step, &eval);
             last_eval = Some(eval);
         }
@@ -521,7 +618,7 @@ pub fn run(
     // A run resumed at its last step trains nothing and still reports figures.
     let eval = match last_eval {
         Some(eval) => eval,
-        None => trainer.evaluate(&holdout)?,
+        None => evaluate(&trainer)?,
     };
     let description = format!(
         "trained by ipc-train for {} steps (config {:?}, seed {})",

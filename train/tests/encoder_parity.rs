@@ -14,7 +14,10 @@ use ipc_train::encode::{model_of_pack, TorchBackend};
 use ipc_train::trainer::Trainer;
 use tch::{Device, Kind, Tensor};
 
-fn config(modality: &str, method: &str) -> TrainConfig {
+/// Both orientations of the modulated layer (spec/model-pack.md §4.2).
+const ORIENTATIONS: [&str; 2] = ["shared-input", "instance-input"];
+
+fn config(modality: &str, method: &str, orientation: &str) -> TrainConfig {
     let (tile, patch, extra) = if modality == "image" {
         ("[8, 8]", 4, "")
     } else {
@@ -31,6 +34,7 @@ max_frequency = 32.0
 width = 24
 layers = 4
 rank = 3
+orientation = "{orientation}"
 tile = {tile}
 {extra}
 [encoder]
@@ -54,16 +58,23 @@ dir = "unused"
     .unwrap()
 }
 
+/// Every modality in both orientations.
+fn cases() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ["image", "audio"]
+        .into_iter()
+        .flat_map(|m| ORIENTATIONS.into_iter().map(move |o| (m, o)))
+}
+
 /// libtorch's random generator and thread count are global: tests that train must not
 /// interleave, or their packs (and so their results) would depend on the schedule.
 static TORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A pack from a few real training steps, so no weight is at its initial value.
-fn trained_pack(modality: &str, method: &str) -> ModelPack {
+fn trained_pack(modality: &str, method: &str, orientation: &str) -> ModelPack {
     // One thread: libtorch's multi-threaded reductions would make the pack, and with it
     // the encodes compared below, differ from run to run.
     tch::set_num_threads(1);
-    let cfg = config(modality, method);
+    let cfg = config(modality, method, orientation);
     let mut trainer = Trainer::new(&cfg, Device::Cpu).unwrap();
     let shape = [3, cfg.tile_samples() as i64, cfg.channels() as i64];
     for _ in 0..4 {
@@ -119,8 +130,8 @@ fn to_vec(t: &Tensor) -> Vec<f32> {
 #[test]
 fn hypernetwork_matches_tch() {
     let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
-    for modality in ["image", "audio"] {
-        let pack = trained_pack(modality, "hyper");
+    for (modality, orientation) in cases() {
+        let pack = trained_pack(modality, "hyper", orientation);
         let (model, _vs) = model_of_pack(&pack, Method::Hyper, Device::Cpu).unwrap();
         let encoder = Encoder::new(&pack, EncoderConfig::default()).unwrap();
         let t = tiles(&pack, 5, 1);
@@ -137,7 +148,7 @@ fn hypernetwork_matches_tch() {
             let diff = max_abs_diff(&rust, &torch);
             assert!(
                 diff <= 1e-4,
-                "{modality} level {level}: max abs diff {diff}"
+                "{modality} {orientation} level {level}: max abs diff {diff}"
             );
         }
     }
@@ -146,8 +157,8 @@ fn hypernetwork_matches_tch() {
 #[test]
 fn inner_steps_match_tch() {
     let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
-    for modality in ["image", "audio"] {
-        let pack = trained_pack(modality, "meta");
+    for (modality, orientation) in cases() {
+        let pack = trained_pack(modality, "meta", orientation);
         let (model, _vs) = model_of_pack(&pack, Method::Meta, Device::Cpu).unwrap();
         let encoder = Encoder::new(
             &pack,
@@ -162,25 +173,29 @@ fn inner_steps_match_tch() {
         let lr = model.inner_lr().unwrap();
         let torch = to_vec(&model.adapt(&as_tensor(&t), 3, lr, false));
         let diff = max_abs_diff(&rust, &torch);
-        assert!(diff <= 1e-4, "{modality}: max abs diff {diff}");
+        assert!(
+            diff <= 1e-4,
+            "{modality} {orientation}: max abs diff {diff}"
+        );
     }
 }
 
 #[test]
 fn distortion_gradient_matches_autograd() {
     let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
-    for modality in ["image", "audio"] {
-        let pack = trained_pack(modality, "hyper");
+    for (modality, orientation) in cases() {
+        let pack = trained_pack(modality, "hyper", orientation);
         let (model, _vs) = model_of_pack(&pack, Method::Hyper, Device::Cpu).unwrap();
         let t = tiles(&pack, 3, 3);
         let c = pack.config();
-        let v: Vec<f32> = SplitMix64(4).uniform_vec(3 * c.rank * c.width, 1.0);
+        let (rows, cols) = c.v_shape();
+        let v: Vec<f32> = SplitMix64(4).uniform_vec(3 * c.v_len(), 1.0);
         let rust_model = DistortionModel::new(TileSynthesizer::new(&pack));
         let mut grad = vec![0f32; v.len()];
         let mut mse = vec![0f64; 3];
         rust_model.evaluate(&v, &t, Some(&mut grad), &mut mse, 1);
         let leaf = Tensor::from_slice(&v)
-            .reshape([3, c.rank as i64, c.width as i64])
+            .reshape([3, rows as i64, cols as i64])
             .set_requires_grad(true);
         let torch_mse =
             ipc_train::model::IpcModel::instance_mse(&model.synthesize(&leaf), &as_tensor(&t));
@@ -192,7 +207,7 @@ fn distortion_gradient_matches_autograd() {
         let diff = max_abs_diff(&grad, &torch_grad);
         assert!(
             diff <= 1e-4 * scale.max(1.0),
-            "{modality}: {diff} (scale {scale})"
+            "{modality} {orientation}: {diff} (scale {scale})"
         );
         let torch_mse = to_vec(&torch_mse);
         for (a, b) in mse.iter().zip(&torch_mse) {
@@ -218,7 +233,7 @@ fn distortion_and_bits(pack: &ModelPack, signal: &Signal, file: &[u8]) -> (f64, 
     DistortionModel::new(TileSynthesizer::new(pack)).evaluate(&v, &tiles, None, &mut mse, 1);
     let level = usize::from(header.quality_level);
     let rate = RateModel::new(pack.v_model(level).unwrap());
-    let per_tile = c.rank * c.width;
+    let per_tile = c.v_len();
     let bits = q.chunks_exact(per_tile).map(|qt| rate.bits(qt)).sum();
     (mse.iter().sum(), bits)
 }
@@ -229,8 +244,13 @@ fn distortion_and_bits(pack: &ModelPack, signal: &Signal, file: &[u8]) -> (f64, 
 #[test]
 fn torch_backend_encodes_like_the_cpu_encoder() {
     let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
-    for method in ["hyper", "meta"] {
-        let pack = trained_pack("image", method);
+    for (method, orientation) in [
+        ("hyper", "shared-input"),
+        ("meta", "shared-input"),
+        ("hyper", "instance-input"),
+        ("meta", "instance-input"),
+    ] {
+        let pack = trained_pack("image", method, orientation);
         let method = method.parse::<Method>().unwrap();
         let mut rng = SplitMix64(5);
         let image = ImageSignal {
@@ -266,18 +286,18 @@ fn torch_backend_encodes_like_the_cpu_encoder() {
                 distortion_and_bits(&pack, &signal, &cpu.file),
                 distortion_and_bits(&pack, &signal, &torch.file),
             );
-            eprintln!("{method} effort {effort}: CPU {a:?}, libtorch {b:?}");
+            eprintln!("{method} {orientation} effort {effort}: CPU {a:?}, libtorch {b:?}");
             // Summation orders differ, so a rounding decision can flip and the paths
             // part; what they reach must stay close.
             assert!(
                 (a.0 - b.0).abs() <= 0.03 * a.0 && (a.1 - b.1).abs() <= 0.03 * a.1,
-                "{method} effort {effort}: (mse, bits) {a:?} (CPU) vs {b:?} (libtorch)"
+                "{method} {orientation} effort {effort}: (mse, bits) {a:?} (CPU) vs {b:?} (libtorch)"
             );
             results.push(b);
         }
         assert!(
             results[2].0 < results[0].0 && results.iter().all(|r| r.1 <= results[0].1),
-            "{method}: effort must lower the distortion within the bits: {results:?}"
+            "{method} {orientation}: effort must lower the distortion within the bits: {results:?}"
         );
     }
 }

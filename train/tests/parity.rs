@@ -9,7 +9,7 @@ use ipc_train::config::TrainConfig;
 use ipc_train::trainer::Trainer;
 use tch::{Device, Kind, Tensor};
 
-fn config(modality: &str, weight_norm: bool) -> TrainConfig {
+fn config(modality: &str, weight_norm: bool, orientation: &str) -> TrainConfig {
     let (tile, patch, extra) = if modality == "image" {
         ("[8, 8]", 4, "")
     } else {
@@ -26,6 +26,7 @@ max_frequency = 32.0
 width = 24
 layers = 4
 rank = 3
+orientation = "{orientation}"
 tile = {tile}
 weight_norm = {weight_norm}
 {extra}
@@ -47,8 +48,8 @@ dir = "unused"
     .unwrap()
 }
 
-fn parity(modality: &str, weight_norm: bool) {
-    let cfg = config(modality, weight_norm);
+fn parity(modality: &str, weight_norm: bool, orientation: &str) {
+    let cfg = config(modality, weight_norm, orientation);
     let mut trainer = Trainer::new(&cfg, Device::Cpu).unwrap();
     // A few real optimisation steps on random targets, so biases and weights move away
     // from their initial values.
@@ -67,11 +68,9 @@ fn parity(modality: &str, weight_norm: bool) {
         .collect();
     let mut rust = vec![0f32; tiles * synth.outputs_per_tile()];
     synth.render(&v, &mut rust, 2);
-    let v_t = Tensor::from_slice(&v).reshape([
-        tiles as i64,
-        cfg.model.rank as i64,
-        cfg.model.width as i64,
-    ]);
+    let (rows, cols) = cfg.v_shape();
+    assert_eq!(rows * cols, synth.v_len());
+    let v_t = Tensor::from_slice(&v).reshape([tiles as i64, rows as i64, cols as i64]);
     let torch: Vec<f32> =
         Vec::try_from(tch::no_grad(|| trainer.model.synthesize(&v_t)).flatten(0, -1)).unwrap();
     assert_eq!(torch.len(), rust.len());
@@ -84,22 +83,30 @@ fn parity(modality: &str, weight_norm: bool) {
     let max = diffs.iter().cloned().fold(0.0, f64::max);
     assert!(
         mean <= 1e-4 && max <= 1e-3,
-        "{modality}: mean abs {mean}, max {max}"
+        "{modality} {orientation}: mean abs {mean}, max {max}"
     );
 }
 
+const ORIENTATIONS: [&str; 2] = ["shared-input", "instance-input"];
+
 #[test]
 fn image_pack_matches_tch_model() {
-    parity("image", true);
+    for o in ORIENTATIONS {
+        parity("image", true, o);
+    }
 }
 
 #[test]
 fn audio_pack_matches_tch_model() {
-    parity("audio", true);
+    for o in ORIENTATIONS {
+        parity("audio", true, o);
+    }
 }
 
 #[test]
 fn pack_without_weight_normalisation_matches_tch_model() {
-    parity("audio", false);
-    parity("image", false);
+    for o in ORIENTATIONS {
+        parity("audio", false, o);
+        parity("image", false, o);
+    }
 }
