@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn training_bits_match_the_exported_masses() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let mut model = EntropyModel::new(&vs.root(), 2, 2);
+        let mut model = EntropyModel::new(&vs.root(), 2, 2, Orientation::SharedInput);
         tch::no_grad(|| {
             model
                 .location

@@ -6,6 +6,7 @@
 //! `scripts/test` does that before `cargo test --workspace`. Without libtorch,
 //! `cargo check -p ipc-train --features tch/doc-only` still type-checks the crate.
 
+pub mod adam;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -13,9 +13,17 @@ use ipc_codec::pack::Orientation;
 use crate::config::{Method, TrainConfig};
 use crate::entropy::EntropyModel;
 
-/// Smallest column norm used in weight normalisation; a zero column stays zero, as in
-/// the decoder (spec/model-pack.md §4.2).
-const NORM_FLOOR: f64 = 1e-12;
+/// `1 / sqrt(sq)` where `sq > 0`, else 0: the factor weight normalisation applies to a
+/// column with squared norm `sq` (spec/model-pack.md §4.2: a zero column stays zero).
+/// A zero column (which a coarse quantisation step produces) also gets a zero gradient,
+/// as in the CPU encoder (`TileSynthesizer::modulated_backward`): a floor on the norm
+/// instead would send `inf * 0 = NaN` (a floor after `sqrt`) or a gradient scaled by
+/// the inverse floor (a floor before it) back to that column.
+fn inverse_norm(sq: &Tensor) -> Tensor {
+    let positive = sq.gt(0.0);
+    let safe = sq.where_self(&positive, &sq.ones_like());
+    safe.rsqrt() * positive.to_kind(Kind::Float)
+}
 
 /// Fixed log-spaced Fourier frequencies from 1 to `max_frequency` (METHOD.md).
 pub fn log_spaced_frequencies(count: usize, max_frequency: f64) -> Vec<f32> {
@@ -49,12 +57,7 @@ pub fn tile_features(frequencies: &[f32], tile: [usize; 2], coord_dim: usize) ->
 
 /// Scales each column (output unit) of an `[inputs, outputs]` weight to unit L2 norm.
 pub fn normalise_columns(w: &Tensor) -> Tensor {
-    let norm = w
-        .square()
-        .sum_dim_intlist(&[-2i64][..], true, Kind::Float)
-        .sqrt()
-        .clamp_min(NORM_FLOOR);
-    w / norm
+    w * inverse_norm(&w.square().sum_dim_intlist(&[-2i64][..], true, Kind::Float))
 }
 
 /// A dense layer `y = x W + b`, W stored `[inputs, outputs]`.
@@ -422,12 +425,7 @@ impl IpcModel {
         let mut y = y;
         if m.weight_norm {
             // Column norms of the product W = [b, in, out], over its inputs.
-            let column_norm = w
-                .square()
-                .sum_dim_intlist(&[1i64][..], true, Kind::Float)
-                .sqrt()
-                .clamp_min(NORM_FLOOR);
-            y /= column_norm;
+            y *= inverse_norm(&w.square().sum_dim_intlist(&[1i64][..], true, Kind::Float));
         }
         let mut y = (y + &modulated.bias).relu();
         for (l, layer) in self.layers.iter().enumerate().skip(m.modulated_layer + 1) {

@@ -13,11 +13,12 @@ use ipc_codec::pack::synthetic::SplitMix64;
 use ipc_codec::pack::{ModelPack, PackContents};
 use ipc_codec::Limits;
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
+use crate::adam::Adam;
 use crate::config::{QuantProxy, TrainConfig};
 use crate::data::{AudioSet, AudioSetOptions, DataError, ImageSet, ImageSetOptions};
-use crate::export::{effective_step, pack_contents, values};
+use crate::export::{effective_step, pack_contents, values, LOG_INNER_LR_VAR};
 use crate::model::IpcModel;
 
 /// Errors of a training run.
@@ -201,11 +202,24 @@ pub struct Trainer {
     pub vs: nn::VarStore,
     /// The model.
     pub model: IpcModel,
-    optimizer: nn::Optimizer,
+    /// Adam over every trainable variable (the main stage).
+    optimizer: Adam,
+    /// Learning rate of the main stage's next step.
+    lr: f64,
     rng: SplitMix64,
     /// Steps done (main steps, then meta steps).
     pub step: usize,
-    meta_adam: Option<(Vec<Tensor>, Vec<Tensor>, i32)>,
+    /// Adam over V0 and the inner step size alone (the meta stage), when the model has
+    /// them.
+    meta_adam: Option<Adam>,
+}
+
+/// The libtorch seed of step `step` of a run seeded `seed`. Reseeding libtorch before
+/// every step (its only random draws are the quantisation noise) makes a run that was
+/// stopped and resumed draw exactly what an uninterrupted run draws.
+fn step_seed(seed: u64, step: usize) -> i64 {
+    let mut mix = SplitMix64(seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    (mix.next_u64() >> 1) as i64
 }
 
 impl Trainer {
@@ -214,15 +228,28 @@ impl Trainer {
         tch::manual_seed(config.seed as i64);
         let vs = nn::VarStore::new(device);
         let model = IpcModel::new(&vs.root(), config);
-        let optimizer = nn::Adam::default().build(&vs, config.train.lr)?;
+        let trainable: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        let optimizer = Adam::new(trainable);
+        let meta_adam = match (&model.v0, &model.log_inner_lr) {
+            (Some(v0), Some(lr)) => Some(Adam::new(vec![
+                ("encoder.v0".to_string(), v0.shallow_clone()),
+                (LOG_INNER_LR_VAR.to_string(), lr.shallow_clone()),
+            ])),
+            _ => None,
+        };
         Ok(Trainer {
             config: config.clone(),
             vs,
             model,
             optimizer,
+            lr: config.train.lr,
             rng: SplitMix64(config.seed ^ 0x5eed_da7a),
             step: 0,
-            meta_adam: None,
+            meta_adam,
         })
     }
 
@@ -293,11 +320,13 @@ impl Trainer {
 
     /// One optimisation step on a batch `[batch, samples, channels]`.
     pub fn train_step(&mut self, batch: &Tensor) -> StepStats {
+        tch::manual_seed(step_seed(self.config.seed, self.step));
         let n = batch.size()[0];
         let (levels, steps, lambdas) = self.sample_levels(n);
         let v = self.model.predict_v(batch, &levels, true);
         let (loss, mse, bits) = self.rd_loss(&v, batch, &levels, &steps, &lambdas);
-        self.optimizer.backward_step(&loss);
+        let grads = self.optimizer.gradients(&loss);
+        self.optimizer.step(&grads, self.lr);
         self.step += 1;
         self.stats(&loss, &mse, &bits)
     }
@@ -306,6 +335,7 @@ impl Trainer {
     /// CAVIA inner steps, and only V0 and the inner step size updated (Adam on those
     /// alone, so that the frozen variables keep their values exactly).
     pub fn meta_step(&mut self, batch: &Tensor, lr: f64) -> StepStats {
+        tch::manual_seed(step_seed(self.config.seed, self.step));
         let n = batch.size()[0];
         let (levels, steps, lambdas) = self.sample_levels(n);
         let e = self.config.encoder.clone();
@@ -313,32 +343,12 @@ impl Trainer {
             .model
             .adapt_learned(batch, e.inner_steps, !e.first_order);
         let (loss, mse, bits) = self.rd_loss(&v, batch, &levels, &steps, &lambdas);
-        let params: Vec<Tensor> = [&self.model.v0, &self.model.log_inner_lr]
-            .into_iter()
-            .map(|t| t.as_ref().expect("meta stage variables").shallow_clone())
-            .collect();
-        let grads = Tensor::run_backward(&[&loss], &params, false, false);
-        let state = self.meta_adam.get_or_insert_with(|| {
-            (
-                grads.iter().map(|g| g.zeros_like()).collect(),
-                grads.iter().map(|g| g.zeros_like()).collect(),
-                0,
-            )
-        });
-        state.2 += 1;
-        let t = state.2;
-        let (b1, b2) = (0.9f64, 0.999f64);
-        for (k, (param, grad)) in params.iter().zip(&grads).enumerate() {
-            state.0[k] = &state.0[k] * b1 + grad * (1.0 - b1);
-            state.1[k] = &state.1[k] * b2 + grad.square() * (1.0 - b2);
-            let update = (&state.0[k] / (1.0 - b1.powi(t)))
-                / ((&state.1[k] / (1.0 - b2.powi(t))).sqrt() + 1e-8)
-                * lr;
-            tch::no_grad(|| {
-                let mut p = param.shallow_clone();
-                let _ = p.f_sub_(&update);
-            });
-        }
+        let adam = self
+            .meta_adam
+            .as_mut()
+            .expect("the meta stage needs V0 and the inner step size");
+        let grads = adam.gradients(&loss);
+        adam.step(&grads, lr);
         self.step += 1;
         self.stats(&loss, &mse, &bits)
     }
@@ -447,12 +457,26 @@ impl Trainer {
         Ok(pack_contents(&self.model, &self.vs, description)?)
     }
 
-    /// Writes the weights (safetensors) and the run state beside them (JSON), each
-    /// atomically.
+    /// Sets the learning rate of the main stage's next steps.
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    /// Writes the weights (safetensors), the optimisers' moments and step counts
+    /// (safetensors, `*.adam.safetensors`) and the run state (JSON) beside them, each
+    /// atomically. With the per-step libtorch seed, this is everything a resumed run
+    /// needs to continue exactly.
     pub fn save_checkpoint(&self, path: &Path) -> Result<(), TrainError> {
         let tmp = path.with_extension("tmp.safetensors");
         self.vs.save(&tmp)?;
         rename(&tmp, path)?;
+        let mut state = self.optimizer.state("main");
+        if let Some(meta) = &self.meta_adam {
+            state.extend(meta.state("meta"));
+        }
+        let tmp = path.with_extension("adam.tmp.safetensors");
+        Tensor::write_safetensors(&state, &tmp)?;
+        rename(&tmp, &adam_path(path))?;
         let meta = CheckpointMeta {
             name: self.config.name.clone(),
             step: self.step,
@@ -463,7 +487,9 @@ impl Trainer {
         write_atomic(&meta_path(path), json.as_bytes())
     }
 
-    /// Restores weights and run state. The optimiser's moments restart from zero.
+    /// Restores weights, optimiser state and run state. A checkpoint written before the
+    /// optimiser state was saved has no `*.adam.safetensors`: its moments restart from
+    /// zero (the only case in which a resumed run differs from an uninterrupted one).
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<(), TrainError> {
         let bad = |reason: String| TrainError::Checkpoint {
             path: path.to_owned(),
@@ -486,10 +512,25 @@ impl Trainer {
         {
             return Err(bad(format!("variable {name} is missing")));
         }
+        let adam = adam_path(path);
+        if adam.exists() {
+            let saved: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&adam)
+                .map_err(|e| bad(format!("optimiser state: {e}")))?
+                .into_iter()
+                .collect();
+            self.optimizer.load_state(&saved, "main").map_err(bad)?;
+            if let Some(meta_adam) = &mut self.meta_adam {
+                meta_adam.load_state(&saved, "meta").map_err(bad)?;
+            }
+        }
         self.step = meta.step;
         self.rng = SplitMix64(meta.rng);
         Ok(())
     }
+}
+
+fn adam_path(checkpoint: &Path) -> PathBuf {
+    checkpoint.with_extension("adam.safetensors")
 }
 
 fn meta_path(checkpoint: &Path) -> PathBuf {
@@ -593,7 +634,7 @@ pub fn run(
             } else {
                 config.train.lr
             };
-            trainer.optimizer.set_lr(lr);
+            trainer.set_lr(lr);
             trainer.train_step(&x)
         } else {
             trainer.meta_step(&x, config.encoder.meta_lr)
