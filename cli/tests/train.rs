@@ -100,6 +100,13 @@ fn trains_resumes_and_writes_a_loadable_pack() {
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(r["steps"], 12);
     assert_eq!(r["eval"].as_array().unwrap().len(), 2);
+    // Whole held-out files (here the one held-out image) coded into real files: a rate
+    // that counts the header, and the PSNR of the whole decoded image.
+    for e in r["eval"].as_array().unwrap() {
+        let rate = e["file_rate"].as_f64().expect("whole-file rate");
+        let psnr = e["file_psnr"].as_f64().expect("whole-file PSNR");
+        assert!(rate > 0.0 && psnr.is_finite() && psnr > 0.0, "{e}");
+    }
     assert_eq!(r["pack_id"], pack.id().to_string());
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
