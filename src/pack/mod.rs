@@ -845,3 +845,88 @@ fn read_tables(st: &SafeTensors<'_>, level: usize) -> Result<Vec<FrequencyTable>
     }
     Ok(tables)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::synthetic::SyntheticPack;
+    use super::*;
+
+    fn config_json(raw: &[u8]) -> String {
+        let (_, metadata) = SafeTensors::read_metadata(raw).unwrap();
+        metadata.metadata().as_ref().unwrap()[CONFIG_KEY].clone()
+    }
+
+    /// Replaces the configuration JSON of a safetensors pack (tensors unchanged).
+    fn with_config(contents: &PackContents, edit: impl Fn(&str) -> String) -> Vec<u8> {
+        let raw = contents.to_safetensors().unwrap();
+        let json = config_json(&raw);
+        let st = SafeTensors::deserialize(&raw).unwrap();
+        let mut meta = HashMap::new();
+        meta.insert(CONFIG_KEY.to_string(), edit(&json));
+        safetensors::serialize(st.tensors(), &Some(meta)).unwrap()
+    }
+
+    #[test]
+    fn shared_input_packs_keep_their_bytes() {
+        // The field is left out for the default, so packs written before it existed
+        // serialise (and hash) exactly as before.
+        let raw = SyntheticPack::small_image()
+            .build()
+            .to_safetensors()
+            .unwrap();
+        assert!(!config_json(&raw).contains("orientation"));
+        let pack = ModelPack::from_safetensors(&raw).unwrap();
+        assert_eq!(pack.config().orientation, Orientation::SharedInput);
+        assert_eq!(pack.config().u_shape(), (16, 4));
+        assert_eq!(pack.config().v_shape(), (4, 16));
+    }
+
+    #[test]
+    fn instance_input_round_trips() {
+        let contents = SyntheticPack::small_image().instance_input().build();
+        let raw = contents.to_safetensors().unwrap();
+        assert!(config_json(&raw).contains(r#""orientation":"instance-input""#));
+        let pack = ModelPack::from_safetensors(&raw).unwrap();
+        let cfg = pack.config();
+        assert_eq!(cfg.orientation, Orientation::InstanceInput);
+        assert_eq!((cfg.u_shape(), cfg.v_shape()), ((4, 16), (16, 4)));
+        assert_eq!(pack.contents().modulated.u, contents.modulated.u);
+        assert_eq!(pack.contents().entropy.contexts.len(), 64);
+        // The first layer modulated: V has the Fourier features as rows.
+        let first = SyntheticPack {
+            modulated_layer: 0,
+            ..SyntheticPack::small_image().instance_input()
+        };
+        let pack = ModelPack::from_safetensors(&first.build().to_safetensors().unwrap()).unwrap();
+        assert_eq!(pack.config().v_shape(), (32, 4));
+    }
+
+    #[test]
+    fn bad_orientations_are_rejected() {
+        let contents = SyntheticPack::small_image().instance_input().build();
+        let raw = with_config(&contents, |j| j.replace("instance-input", "sideways"));
+        assert!(matches!(
+            ModelPack::from_safetensors(&raw),
+            Err(PackError::Config(m)) if m.contains("sideways")
+        ));
+        // The tensors of an instance-input pack under a shared-input configuration: U
+        // has the other shape.
+        let raw = with_config(&contents, |j| {
+            j.replace(r#""orientation":"instance-input","#, "")
+        });
+        assert!(matches!(
+            ModelPack::from_safetensors(&raw),
+            Err(PackError::Tensor { name, .. }) if name == "layers.1.u"
+        ));
+        // V of more than 65536 elements (the first layer modulated, 8192 features).
+        let big = PackConfig {
+            frequencies: 4096,
+            modulated_layer: 0,
+            rank: 16,
+            tile_width: 2,
+            tile_height: 2,
+            ..contents.config.clone()
+        };
+        assert!(matches!(big.validate(), Err(PackError::Config(m)) if m.contains("V of")));
+    }
+}
