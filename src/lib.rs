@@ -3,7 +3,9 @@
 //! A neural image and audio codec built on Instance Pattern Composers (Kim et al.,
 //! CVPR 2023). A file (`.ipc`, specified in `spec/bitstream.md`) carries, for each tile
 //! of the signal, a small quantised matrix V; the decoder rebuilds the signal by
-//! evaluating a coordinate MLP whose modulated layer has weight `U V`, with U, the
+//! evaluating a coordinate MLP whose modulated layer has a low-rank weight made of V
+//! and a shared factor U (`norm(V U)` with V on the layer's input side in IPC's
+//! orientation, `norm(U V)` in the first packs': [`pack::Orientation`]), with U, the
 //! other layers, the Fourier features and the entropy model taken from a model pack
 //! (`spec/model-pack.md`) that the file names by content hash.
 //!

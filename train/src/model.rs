@@ -1,5 +1,6 @@
 //! The IPC model in tch: Fourier features, the weight-normalised MLP with the modulated
-//! layer `W = U V` (METHOD.md; spec/model-pack.md §4), the transformer hypernetwork and
+//! layer `norm(V U)` or `norm(U V)` (the pack's orientation; METHOD.md; spec/model-pack.md
+//! §4.2), the transformer hypernetwork and
 //! the meta-learned initial V0 with its CAVIA inner loop.
 //!
 //! Variable names follow the pack's tensor names (`layers.{l}.weight` with shape
