@@ -2,7 +2,7 @@
 //! and its gradient, derived by hand through the layers after the modulated one and
 //! through the modulated layer and its weight normalisation. The modulated layer's
 //! forward pass and its backward pass (both orientations, derivation in
-//! [`TileSynthesizer::modulated_backward`]) are the synthesiser's own, so decoding and
+//! `TileSynthesizer::modulated_backward`) are the synthesiser's own, so decoding and
 //! this gradient evaluate one formula.
 
 use crate::gemm::{gemm_acc, gemm_acc_op, Operand};
