@@ -19,10 +19,11 @@ use crate::input::load_pack;
 use crate::media::{read_image, read_wav, Input, InputFormat};
 use crate::packs::BuiltIn;
 
-/// Refinement steps when `--effort` is not given. On held-out training photos, 20
-/// steps gave 1 to 3 dB over none, at the same or a lower rate (about 1 dB on Kodak
-/// above 0.6 bpp, docs/results.md), for about 3 s per 768x512 image on two cores
-/// (`cargo bench --bench encode`); `--effort 0` is the one-pass encoder (0.15 s).
+/// Refinement steps when `--effort` is not given. With the stop-8 image pack (IPC's
+/// orientation), 20 steps gave +0.3 dB at 0.5 bpp and +0.6 dB at 1 bpp over none on the
+/// 13 held-out training photos, at slightly fewer bits (+0.4 / +0.7 dB on Kodak,
+/// docs/results.md), and the default encode of a 768x512 photo takes 4.2 s on two cores
+/// (within the 5 s budget); `--effort 0` is the one-pass encoder (0.35 s on one core).
 pub const DEFAULT_EFFORT: usize = 20;
 
 /// Standard input beyond the largest raw image or WAV data the limits allow (16-bit
