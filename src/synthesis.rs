@@ -47,7 +47,21 @@ pub(crate) struct ModulatedTile {
     pub(crate) f: Vec<f32>,
     /// Instance-input only: `X = h V`, `samples x r`.
     pub(crate) x: Vec<f32>,
+    /// Instance-input with weight normalisation: `Vᵀ V`, `r x r`, in f64.
+    gram: Vec<f64>,
 }
+
+/// Working memory of [`TileSynthesizer::modulated_backward`], reused from tile to tile.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ModulatedGradScratch {
+    /// `Xᵀ G`, `r x out_m`.
+    df: Vec<f32>,
+    /// Instance-input: `G Fᵀ`, `samples x r`.
+    dx: Vec<f32>,
+    /// Instance-input: `U diag(c) Uᵀ`, `r x r`.
+    mm: Vec<f64>,
+}
+
 /// Normalised coordinates of tile sample `i` of `n`: the centre of the sample mapped to
 /// [-1, 1] (spec/model-pack.md §4.1).
 pub fn coordinate(i: usize, n: usize) -> f64 {
@@ -202,12 +216,13 @@ impl<'p> TileSynthesizer<'p> {
             Orientation::InstanceInput => {
                 // ||(V U)[:, o]||² = u_oᵀ (VᵀV) u_o with u_o = U[:, o].
                 if cfg.weight_norm {
-                    let mut gram = vec![0f64; r * r];
+                    t.gram.clear();
+                    t.gram.resize(r * r, 0.0);
                     for row in v.chunks_exact(r) {
-                        accumulate_outer(row, &mut gram);
+                        accumulate_outer(row, &mut t.gram);
                     }
                     for (o, s) in t.scale.iter_mut().enumerate() {
-                        *s = inverse_norm(quadratic_form(&gram, &m.u, o, out, r));
+                        *s = inverse_norm(quadratic_form(&t.gram, &m.u, o, out, r));
                     }
                 }
                 for i in 0..r {
@@ -260,7 +275,7 @@ impl<'p> TileSynthesizer<'p> {
         t: &ModulatedTile,
         dz: &[f32],
         grad: &mut [f32],
-        work: &mut Vec<f32>,
+        work: &mut ModulatedGradScratch,
     ) {
         let cfg = self.pack.config();
         let m = &self.pack.contents().modulated;
@@ -269,12 +284,19 @@ impl<'p> TileSynthesizer<'p> {
         // dF = Xᵀ G, r x out: needed by both orientations (for instance-input only under
         // weight normalisation).
         let need_df = cfg.orientation == Orientation::SharedInput || cfg.weight_norm;
-        work.clear();
-        work.resize(r * out, 0.0);
+        work.df.clear();
+        work.df.resize(r * out, 0.0);
         if need_df {
-            gemm_acc_op(r, p, out, Operand::Transposed(x), Operand::Plain(dz), work);
+            gemm_acc_op(
+                r,
+                p,
+                out,
+                Operand::Transposed(x),
+                Operand::Plain(dz),
+                &mut work.df,
+            );
         }
-        let df = &work[..];
+        let df = &work.df[..];
         match cfg.orientation {
             Orientation::SharedInput => {
                 for o in 0..out {
@@ -306,7 +328,9 @@ impl<'p> TileSynthesizer<'p> {
             Orientation::InstanceInput => {
                 let inputs = m.inputs;
                 // M = U diag(c) Uᵀ (r x r) from the scale's dependence on V.
-                let mut mm = vec![0f64; r * r];
+                let mm = &mut work.mm;
+                mm.clear();
+                mm.resize(r * r, 0.0);
                 if cfg.weight_norm {
                     for o in 0..out {
                         let s = t.scale[o];
@@ -326,22 +350,17 @@ impl<'p> TileSynthesizer<'p> {
                     }
                 }
                 // dX = G Fᵀ (p x r), then dV = hᵀ dX (in x r).
-                let mut dx = vec![0f32; p * r];
-                gemm_acc_op(
-                    p,
-                    out,
-                    r,
-                    Operand::Plain(dz),
-                    Operand::Transposed(&t.f),
-                    &mut dx,
-                );
+                let dx = &mut work.dx;
+                dx.clear();
+                dx.resize(p * r, 0.0);
+                gemm_acc_op(p, out, r, Operand::Plain(dz), Operand::Transposed(&t.f), dx);
                 grad[..inputs * r].fill(0.0);
                 gemm_acc_op(
                     inputs,
                     p,
                     r,
                     Operand::Transposed(&self.h),
-                    Operand::Plain(&dx),
+                    Operand::Plain(dx),
                     grad,
                 );
                 if cfg.weight_norm {
@@ -558,8 +577,13 @@ mod tests {
         out
     }
 
+    /// The pack `spec` describes, through its safetensors bytes as a reader sees it.
+    fn load(spec: &SyntheticPack) -> ModelPack {
+        ModelPack::from_safetensors(&spec.build().to_safetensors().unwrap()).unwrap()
+    }
+
     fn check(spec: SyntheticPack, tiles: usize, threads: usize) {
-        let pack = ModelPack::from_safetensors(&spec.build().to_safetensors().unwrap()).unwrap();
+        let pack = load(&spec);
         let synth = TileSynthesizer::new(&pack);
         let mut rng = SplitMix64(99);
         let v: Vec<f32> = (0..tiles * synth.v_len())
@@ -624,14 +648,7 @@ mod tests {
         // Two Vs that differ only in one row (one input of the modulated layer) give
         // different tiles; with shared-input, h·U is common to all tiles, so such a
         // per-input change is impossible to express. Also checks V's shape.
-        let pack = ModelPack::from_safetensors(
-            &SyntheticPack::small_image()
-                .instance_input()
-                .build()
-                .to_safetensors()
-                .unwrap(),
-        )
-        .unwrap();
+        let pack = load(&SyntheticPack::small_image().instance_input());
         let cfg = pack.config();
         assert_eq!(cfg.v_shape(), (16, 4));
         assert_eq!(cfg.u_shape(), (4, 16));
@@ -650,21 +667,8 @@ mod tests {
 
     #[test]
     fn macs_per_sample_counts_both_orientations() {
-        let shared = ModelPack::from_safetensors(
-            &SyntheticPack::representative_image()
-                .build()
-                .to_safetensors()
-                .unwrap(),
-        )
-        .unwrap();
-        let instance = ModelPack::from_safetensors(
-            &SyntheticPack::representative_image()
-                .instance_input()
-                .build()
-                .to_safetensors()
-                .unwrap(),
-        )
-        .unwrap();
+        let shared = load(&SyntheticPack::representative_image());
+        let instance = load(&SyntheticPack::representative_image().instance_input());
         // Width 128, rank 8, 5 layers: layers 2, 3 (128x128) and 4 (128x3) after the
         // modulated layer 1.
         let later = (2 * 128 * 128 + 128 * 3) as u64;
@@ -690,13 +694,7 @@ mod tests {
 
     #[test]
     fn zero_v_gives_bias_only_modulated_layer() {
-        let pack = ModelPack::from_safetensors(
-            &SyntheticPack::small_image()
-                .build()
-                .to_safetensors()
-                .unwrap(),
-        )
-        .unwrap();
+        let pack = load(&SyntheticPack::small_image());
         let synth = TileSynthesizer::new(&pack);
         let v = vec![0f32; synth.v_len()];
         let mut out = vec![f32::NAN; synth.outputs_per_tile()];

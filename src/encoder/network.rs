@@ -6,7 +6,9 @@
 //! this gradient evaluate one formula.
 
 use crate::gemm::{gemm_acc, gemm_acc_op, Operand};
-use crate::synthesis::{fill_rows_with, relu, ModulatedTile, TileSynthesizer};
+use crate::synthesis::{
+    fill_rows_with, relu, ModulatedGradScratch, ModulatedTile, TileSynthesizer,
+};
 
 use super::tiling::Tiles;
 
@@ -23,7 +25,7 @@ pub struct DistortionModel<'p> {
 struct Scratch {
     /// The prepared modulated layer of every tile of the group.
     tiles: Vec<ModulatedTile>,
-    work: Vec<f32>,
+    work: ModulatedGradScratch,
     /// Post-activation outputs of the modulated layer and of every later hidden layer.
     acts: Vec<Vec<f32>>,
     out: Vec<f32>,
