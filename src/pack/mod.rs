@@ -248,6 +248,20 @@ impl PackConfig {
         rows * cols
     }
 
+    /// One entropy context per rank index of V: element `(i, j)` of a `[r, out_m]` V
+    /// (shared-input) uses table `i`, of an `[in_m, r]` V (instance-input) table `j`.
+    /// The layout of `entropy.contexts` that the project's trainer writes
+    /// (spec/model-pack.md §5).
+    pub fn rank_contexts(&self) -> Vec<u16> {
+        let (rows, cols) = self.v_shape();
+        (0..rows * cols)
+            .map(|e| match self.orientation {
+                Orientation::SharedInput => (e / cols) as u16,
+                Orientation::InstanceInput => (e % cols) as u16,
+            })
+            .collect()
+    }
+
     /// Shape of the shared factor `layers.{m}.u`: `[in_m, r]` or `[r, out_m]`.
     pub fn u_shape(&self) -> (usize, usize) {
         let (inputs, outputs) = self.layer_shape(self.modulated_layer);

@@ -177,7 +177,7 @@ impl SyntheticPack {
         // One table per rank index (a row of V shared-input, a column instance-input),
         // each a two-sided geometric distribution whose spread grows with the quality
         // level (finer steps give larger integers).
-        let contexts = rank_contexts(&config);
+        let contexts = config.rank_contexts();
         let levels = (0..self.quality_levels)
             .map(|q| {
                 (0..self.rank)
@@ -194,19 +194,6 @@ impl SyntheticPack {
             extra: Vec::new(),
         }
     }
-}
-
-/// One context per rank index of V: element `(i, j)` of a `[r, out_m]` V
-/// (shared-input) uses table `i`, of an `[in_m, r]` V (instance-input) table `j`. The
-/// layout of `entropy.contexts` that the project's trainer writes (spec/model-pack.md §5).
-pub fn rank_contexts(config: &PackConfig) -> Vec<u16> {
-    let (rows, cols) = config.v_shape();
-    (0..rows * cols)
-        .map(|e| match config.orientation {
-            Orientation::SharedInput => (e / cols) as u16,
-            Orientation::InstanceInput => (e % cols) as u16,
-        })
-        .collect()
 }
 
 impl SyntheticPack {

@@ -36,16 +36,6 @@ impl Adam {
         }
     }
 
-    /// The parameters, in the order `step` expects their gradients.
-    pub fn params(&self) -> &[Tensor] {
-        &self.params
-    }
-
-    /// Steps taken.
-    pub fn steps(&self) -> i64 {
-        self.t
-    }
-
     /// Gradients of `loss` with respect to the parameters.
     pub fn gradients(&self, loss: &Tensor) -> Vec<Tensor> {
         Tensor::run_backward(&[loss], &self.params, false, false)

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ipc_codec::pack::Orientation;
+use ipc_codec::pack::{Orientation, PackConfig, QualityLevel, PACK_FORMAT_VERSION};
 use ipc_codec::Modality;
 use serde::{Deserialize, Serialize};
 
@@ -350,31 +350,47 @@ impl TrainConfig {
         }
     }
 
-    /// `(inputs, outputs)` of the modulated layer.
-    pub fn modulated_shape(&self) -> (usize, usize) {
+    /// The configuration of the pack this model exports to (spec/model-pack.md §3.1),
+    /// with `description`. Shapes the trainer needs (V's, U's, each layer's) come from
+    /// it, so that training and the pack follow one definition.
+    pub fn pack_config(&self, description: &str) -> PackConfig {
         let m = &self.model;
-        let inputs = if m.modulated_layer == 0 {
-            2 * self.coord_dim() * m.frequencies
-        } else {
-            m.width
-        };
-        let outputs = if m.modulated_layer + 1 == m.layers {
-            self.channels()
-        } else {
-            m.width
-        };
-        (inputs, outputs)
+        let image = self.channels() == 3;
+        PackConfig {
+            format_version: PACK_FORMAT_VERSION,
+            name: self.name.clone(),
+            modality: self.modality.clone(),
+            coord_dim: self.coord_dim(),
+            out_channels: self.channels(),
+            frequencies: m.frequencies,
+            width: m.width,
+            layers: m.layers,
+            modulated_layer: m.modulated_layer,
+            rank: m.rank,
+            orientation: m.orientation,
+            tile_width: m.tile[0],
+            tile_height: m.tile[1],
+            output_offset: if image { 0.5 } else { 0.0 },
+            weight_norm: m.weight_norm,
+            sample_rate: m.sample_rate,
+            quality_levels: self
+                .rate
+                .levels
+                .iter()
+                .map(|l| QualityLevel {
+                    step_q16: crate::export::step_q16(l.step),
+                    label: format!("lambda={}", l.lambda),
+                })
+                .collect(),
+            description: description.to_string(),
+        }
     }
 
     /// `(rows, columns)` of one instance's V, as in the pack
     /// (`ipc_codec::pack::PackConfig::v_shape`): `[r, out_m]` shared-input, `[in_m, r]`
     /// instance-input. The tch model keeps V in this layout, `[batch, rows, columns]`.
     pub fn v_shape(&self) -> (usize, usize) {
-        let (inputs, outputs) = self.modulated_shape();
-        match self.model.orientation {
-            Orientation::SharedInput => (self.model.rank, outputs),
-            Orientation::InstanceInput => (inputs, self.model.rank),
-        }
+        self.pack_config("").v_shape()
     }
 
     /// Checks ranges and consistency; the pack-level rules are checked again by

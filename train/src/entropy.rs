@@ -23,7 +23,7 @@ pub struct EntropyModel {
     /// Log scale for each rank index at each level, `[levels, rank]`.
     pub log_scale: Tensor,
     /// The axis of a `[batch, rows, columns]` V that holds the rank index: 1 (rows)
-    /// shared-input, 2 (columns) instance-input (`ipc_codec::pack::synthetic::rank_contexts`).
+    /// shared-input, 2 (columns) instance-input (`ipc_codec::pack::PackConfig::rank_contexts`).
     rank_axis: i64,
 }
 

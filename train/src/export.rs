@@ -2,13 +2,8 @@
 //! network as stored (the decoder applies weight normalisation), the encoder tensors
 //! under `encoder.*`, and the entropy model as integer tables per quality level.
 
-use ipc_codec::pack::{
-    EntropyTables, Linear, ModulatedLinear, PackConfig, PackContents, PackError, QualityLevel,
-    PACK_FORMAT_VERSION,
-};
+use ipc_codec::pack::{EntropyTables, Linear, ModulatedLinear, PackContents, PackError};
 use tch::{nn, Kind, Tensor};
-
-use ipc_codec::pack::synthetic::rank_contexts;
 
 use crate::config::Method;
 use crate::entropy::frequency_table;
@@ -56,35 +51,7 @@ pub fn pack_contents(
 ) -> Result<PackContents, PackError> {
     let cfg = &model.config;
     let m = &cfg.model;
-    let image = cfg.channels() == 3;
-    let config = PackConfig {
-        format_version: PACK_FORMAT_VERSION,
-        name: cfg.name.clone(),
-        modality: cfg.modality.clone(),
-        coord_dim: if image { 2 } else { 1 },
-        out_channels: cfg.channels(),
-        frequencies: m.frequencies,
-        width: m.width,
-        layers: m.layers,
-        modulated_layer: m.modulated_layer,
-        rank: m.rank,
-        orientation: m.orientation,
-        tile_width: m.tile[0],
-        tile_height: m.tile[1],
-        output_offset: if image { 0.5 } else { 0.0 },
-        weight_norm: m.weight_norm,
-        sample_rate: m.sample_rate,
-        quality_levels: cfg
-            .rate
-            .levels
-            .iter()
-            .map(|l| QualityLevel {
-                step_q16: step_q16(l.step),
-                label: format!("lambda={}", l.lambda),
-            })
-            .collect(),
-        description: description.to_string(),
-    };
+    let config = cfg.pack_config(description);
     let layer_shape = |l: usize| config.layer_shape(l);
     let mut layers = Vec::with_capacity(m.layers);
     let mut modulated = None;
@@ -124,7 +91,7 @@ pub fn pack_contents(
         })
         .collect();
     // One table per rank index, as the training entropy model has (spec/model-pack.md §5).
-    let contexts = rank_contexts(&config);
+    let contexts = config.rank_contexts();
     let mut extra: Vec<(String, Vec<usize>, Vec<f32>)> = vs
         .variables()
         .into_iter()

@@ -300,31 +300,26 @@ impl IpcModel {
     /// Creates the variables under `root` (names as in spec/model-pack.md §4).
     pub fn new(root: &nn::Path, config: &TrainConfig) -> IpcModel {
         let m = &config.model;
-        let coord_dim = if config.channels() == 3 { 2 } else { 1 };
+        // Every shape comes from the configuration of the pack this model exports to.
+        let shapes = config.pack_config("");
+        let coord_dim = shapes.coord_dim;
         let frequencies = log_spaced_frequencies(m.frequencies, m.max_frequency);
-        let feature_dim = 2 * coord_dim * m.frequencies;
+        let feature_dim = shapes.feature_dim();
         let features = Tensor::from_slice(&tile_features(&frequencies, m.tile, coord_dim))
             .reshape([config.tile_samples() as i64, feature_dim as i64])
             .to_device(root.device());
         let layers = (0..m.layers)
             .map(|l| {
-                let inputs = if l == 0 { feature_dim } else { m.width };
-                let outputs = if l + 1 == m.layers {
-                    config.channels()
-                } else {
-                    m.width
-                };
+                let (inputs, outputs) = shapes.layer_shape(l);
                 let p = root / "layers" / l;
                 if l == m.modulated_layer {
-                    let (u_shape, fan_in) = match m.orientation {
-                        Orientation::SharedInput => ([inputs as i64, m.rank as i64], inputs),
-                        Orientation::InstanceInput => ([m.rank as i64, outputs as i64], m.rank),
-                    };
-                    let bound = 1.0 / (fan_in as f64).sqrt();
+                    // U is [in_m, r] or [r, out_m]; its first dimension is its fan-in.
+                    let (u_rows, u_cols) = shapes.u_shape();
+                    let bound = 1.0 / (u_rows as f64).sqrt();
                     Dense {
                         weight: p.var(
                             "u",
-                            &u_shape,
+                            &[u_rows as i64, u_cols as i64],
                             nn::Init::Uniform {
                                 lo: -bound,
                                 up: bound,
@@ -344,7 +339,7 @@ impl IpcModel {
         };
         let v0 =
             (config.encoder.method == Method::Meta || config.encoder.meta_steps > 0).then(|| {
-                let (rows, cols) = config.v_shape();
+                let (rows, cols) = shapes.v_shape();
                 encoder.var(
                     "v0",
                     &[rows as i64, cols as i64],
@@ -382,7 +377,7 @@ impl IpcModel {
     /// Replaces the Fourier frequencies (a pack stores its own, which need not be
     /// log-spaced) and recomputes the tile features.
     pub fn set_frequencies(&mut self, frequencies: Vec<f32>) {
-        let coord_dim = if self.config.channels() == 3 { 2 } else { 1 };
+        let coord_dim = self.config.coord_dim();
         let dim = 2 * coord_dim * frequencies.len();
         self.features = Tensor::from_slice(&tile_features(
             &frequencies,
@@ -416,16 +411,17 @@ impl IpcModel {
         }
         let modulated = &self.layers[m.modulated_layer];
         let u = &modulated.weight;
-        // Row convention, V `[batch, rows, columns]` as in the pack.
-        let (y, w) = match m.orientation {
-            // Ŵ = norm(U V): (h U) V, U [in, r], V [b, r, out].
-            Orientation::SharedInput => (h.matmul(u).matmul(v), u.matmul(v)),
-            // Ŵ = norm(V U): (h V) U, V [b, in, r], U [r, out].
-            Orientation::InstanceInput => (h.matmul(v).matmul(u), v.matmul(u)),
+        // Row convention, V `[batch, rows, columns]` as in the pack: Ŵ = norm(U V) is
+        // (h U) V with U [in, r], V [b, r, out]; Ŵ = norm(V U) is (h V) U with
+        // V [b, in, r], U [r, out].
+        let (first, second) = match m.orientation {
+            Orientation::SharedInput => (u, v),
+            Orientation::InstanceInput => (v, u),
         };
-        let mut y = y;
+        let mut y = h.matmul(first).matmul(second);
         if m.weight_norm {
             // Column norms of the product W = [b, in, out], over its inputs.
+            let w = first.matmul(second);
             y *= inverse_norm(&w.square().sum_dim_intlist(&[1i64][..], true, Kind::Float));
         }
         let mut y = (y + &modulated.bias).relu();

@@ -10,7 +10,7 @@ use std::time::Instant;
 use ipc_codec::encoder::{AudioSignal, Encoder, EncoderConfig, ImageSignal, RateTarget, Signal};
 use ipc_codec::entropy::VModel;
 use ipc_codec::pack::synthetic::SplitMix64;
-use ipc_codec::pack::{ModelPack, PackContents};
+use ipc_codec::pack::{EntropyTables, ModelPack, PackContents};
 use ipc_codec::Limits;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
@@ -353,18 +353,33 @@ impl Trainer {
         self.stats(&loss, &mse, &bits)
     }
 
-    /// Held-out evaluation at every quality level: V rounded to the level's step and
-    /// entropy-coded with the tables the pack would carry now.
-    pub fn evaluate(&self, holdout: &[f32]) -> Result<Vec<LevelEval>, TrainError> {
+    /// Held-out evaluation at every quality level, from the pack the model would export
+    /// now: on the held-out tiles `holdout`, V rounded to the level's step and
+    /// entropy-coded with the pack's tables (a training diagnostic), and on the whole
+    /// held-out `files` (see [`Trainer::evaluate_files`]).
+    pub fn evaluate(
+        &self,
+        holdout: &[f32],
+        files: &[Signal],
+    ) -> Result<Vec<LevelEval>, TrainError> {
+        let contents = pack_contents(&self.model, &self.vs, "evaluation")?;
+        let mut eval = self.evaluate_tiles(holdout, &contents.entropy)?;
+        self.evaluate_files(files, contents, &mut eval)?;
+        Ok(eval)
+    }
+
+    /// The tile part of [`Trainer::evaluate`], with the pack's entropy tables `tables`.
+    fn evaluate_tiles(
+        &self,
+        holdout: &[f32],
+        tables: &EntropyTables,
+    ) -> Result<Vec<LevelEval>, TrainError> {
         let cfg = &self.config;
         let per = cfg.tile_samples() * cfg.channels();
         let count = holdout.len() / per;
         if count == 0 {
             return Ok(Vec::new());
         }
-        // Only the entropy tables are needed: build their coding models directly
-        // rather than serialising and re-reading a whole pack.
-        let tables = pack_contents(&self.model, &self.vs, "evaluation")?.entropy;
         let target = Tensor::from_slice(holdout)
             .reshape([
                 count as i64,
@@ -411,19 +426,19 @@ impl Trainer {
         Ok(out)
     }
 
-    /// Whole-file evaluation (what users see): the model exported as a pack, every
-    /// file encoded at every level by the library encoder with the configured method
-    /// and effort 0, and `file_rate` / `file_psnr` of `eval` set to the means over the
-    /// files of the real file's rate and the whole decoded signal's PSNR.
-    pub fn evaluate_files(
+    /// Whole-file evaluation (what users see): the model exported as the pack
+    /// `contents`, every file encoded at every level by the library encoder with the
+    /// configured method and effort 0, and `file_rate` / `file_psnr` of `eval` set to the
+    /// means over the files of the real file's rate and the whole decoded signal's PSNR.
+    fn evaluate_files(
         &self,
         files: &[Signal],
+        contents: PackContents,
         eval: &mut [LevelEval],
     ) -> Result<(), TrainError> {
         if files.is_empty() {
             return Ok(());
         }
-        let contents = pack_contents(&self.model, &self.vs, "evaluation")?;
         let pack = ModelPack::from_safetensors(&contents.to_safetensors()?)?;
         let method = match self.config.encoder.method {
             crate::config::Method::Hyper => ipc_codec::encoder::Method::Hyper,
@@ -592,11 +607,7 @@ pub fn run(
     let data = Dataset::load(config)?;
     let holdout = data.holdout(config.model.tile, config.train.eval_instances);
     let holdout_files = data.holdout_signals(config.train.eval_files);
-    let evaluate = |trainer: &Trainer| -> Result<Vec<LevelEval>, TrainError> {
-        let mut eval = trainer.evaluate(&holdout)?;
-        trainer.evaluate_files(&holdout_files, &mut eval)?;
-        Ok(eval)
-    };
+    let evaluate = |trainer: &Trainer| trainer.evaluate(&holdout, &holdout_files);
     let mut trainer = Trainer::new(config, options.device)?;
     if let Some(resume) = &options.resume {
         trainer.load_checkpoint(resume)?;
