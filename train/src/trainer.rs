@@ -356,7 +356,8 @@ impl Trainer {
     /// Held-out evaluation at every quality level, from the pack the model would export
     /// now: on the held-out tiles `holdout`, V rounded to the level's step and
     /// entropy-coded with the pack's tables (a training diagnostic), and on the whole
-    /// held-out `files` (see [`Trainer::evaluate_files`]).
+    /// held-out `files`, each encoded into a real `.ipc` file at every level (whole-file
+    /// rate and PSNR: what users see).
     pub fn evaluate(
         &self,
         holdout: &[f32],
