@@ -216,6 +216,26 @@ pub struct RateConfig {
     /// take the escape code.
     #[serde(default = "default_table_half_width")]
     pub table_half_width: usize,
+    /// How the exported entropy tables are made.
+    #[serde(default)]
+    pub tables: TableFit,
+    /// Training tiles (or chunks) whose V the `fitted` tables are counted on.
+    #[serde(default = "default_fit_instances")]
+    pub fit_instances: usize,
+}
+
+/// How the exported entropy tables of V are made (spec/model-pack.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFit {
+    /// One table per rank index, the training entropy model's Laplace densities
+    /// discretised at each level's step.
+    #[default]
+    Learned,
+    /// One table per element of V, counted at each level's step on the quantised V the
+    /// encoder predicts for `rate.fit_instances` training tiles (add-one smoothing).
+    /// Training's rate term is still the learned model; only the export differs.
+    Fitted,
 }
 
 fn default_proxy() -> QuantProxy {
@@ -223,6 +243,9 @@ fn default_proxy() -> QuantProxy {
 }
 fn default_table_half_width() -> usize {
     64
+}
+fn default_fit_instances() -> usize {
+    8192
 }
 
 /// Optimisation schedule.
@@ -464,6 +487,19 @@ impl TrainConfig {
         if r.table_half_width == 0 || r.table_half_width > 30_000 {
             return bad("rate.table_half_width must be in 1..=30000".into());
         }
+        if r.tables == TableFit::Fitted {
+            // One table per element; a table index is 16 bits (spec/model-pack.md §5).
+            let elements = self.v_shape().0 * self.v_shape().1;
+            if elements > 65_536 {
+                return bad(format!(
+                    "rate.tables = \"fitted\" gives one table per element of V, and V has \
+                     {elements} (at most 65536)"
+                ));
+            }
+            if r.fit_instances == 0 || r.fit_instances > 1 << 20 {
+                return bad("rate.fit_instances must be in 1..=1048576".into());
+            }
+        }
         let t = &self.train;
         if t.batch == 0 || t.lr <= 0.0 || t.eval_every == 0 || t.checkpoint_every == 0 {
             return bad(
@@ -480,6 +516,23 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every config the project ships (the packs' and the study's) is valid.
+    #[test]
+    fn shipped_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for dir in [root.clone(), root.join("study")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    TrainConfig::load(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 15, "{seen} configs");
+    }
 
     const EXAMPLE: &str = r#"
 name = "t"

@@ -126,9 +126,98 @@ pub fn frequency_table(
     FrequencyTable { min, counts }
 }
 
+/// One frequency table per element of V counted on quantised V (spec/model-pack.md
+/// §5, the `fitted` tables of `rate.tables`): `q` holds whole tiles of `elements`
+/// values each, element `e` of every tile is counted into table `e`.
+///
+/// Each table covers the values seen for its element, within `max_half_width` of their
+/// rounded mean, and one more on each side; each in-range count is `2 n + 1` and the
+/// escape's `2 m + 1` for `n` occurrences in range and `m` outside (add-one-half
+/// smoothing: a value never seen still costs a finite number of bits).
+pub fn fitted_tables(q: &[i32], elements: usize, max_half_width: usize) -> Vec<FrequencyTable> {
+    assert!(elements > 0 && q.len() % elements == 0);
+    (0..elements)
+        .map(|e| fitted_table(q.iter().skip(e).step_by(elements).copied(), max_half_width))
+        .collect()
+}
+
+fn fitted_table(
+    values: impl Iterator<Item = i32> + Clone,
+    max_half_width: usize,
+) -> FrequencyTable {
+    let (mut n, mut sum) = (0i64, 0i64);
+    let (mut lowest, mut highest) = (i64::MAX, i64::MIN);
+    for v in values.clone() {
+        let v = i64::from(v);
+        n += 1;
+        sum += v;
+        lowest = lowest.min(v);
+        highest = highest.max(v);
+    }
+    if n == 0 {
+        (lowest, highest) = (0, 0);
+    }
+    let centre = if n == 0 {
+        0
+    } else {
+        (sum as f64 / n as f64).round() as i64
+    };
+    let half = max_half_width as i64;
+    // One value beyond what was seen on each side, kept within i32 with room for the
+    // table's length (spec/model-pack.md §5, rule 8).
+    let min = (lowest.max(centre - half) - 1).clamp(i64::from(i32::MIN), i64::from(i32::MAX) - 2);
+    let max = (highest.min(centre + half) + 1).clamp(min + 1, i64::from(i32::MAX));
+    let mut counts = vec![1u32; (max - min + 2) as usize];
+    let escape = counts.len() - 1;
+    for v in values {
+        let v = i64::from(v);
+        let slot = if (min..=max).contains(&v) {
+            (v - min) as usize
+        } else {
+            escape
+        };
+        counts[slot] = counts[slot].saturating_add(2);
+    }
+    FrequencyTable {
+        min: min as i32,
+        counts,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fitted_tables_count_each_element_with_smoothing_and_an_escape() {
+        // Two elements per tile, three tiles: element 0 sees 0, 0, 1; element 1 sees
+        // -2, 5, -2, and with a half-width of 3 around its rounded mean (0) the 5 escapes.
+        let q = [0, -2, 0, 5, 1, -2];
+        let tables = fitted_tables(&q, 2, 3);
+        assert_eq!(tables.len(), 2);
+        assert_eq!(tables[0].min, -1);
+        // Values -1, 0, 1, 2, then the escape.
+        assert_eq!(tables[0].counts, vec![1, 5, 3, 1, 1]);
+        assert_eq!(tables[1].min, -3);
+        // Values -3 ..= 4 (-2 seen twice; 5 is beyond centre + 3, plus one), then the
+        // escape (5).
+        assert_eq!(tables[1].counts, vec![1, 5, 1, 1, 1, 1, 1, 1, 3]);
+        // Every table is a valid pack table: codable values, one escape.
+        for t in &tables {
+            assert!(ipc_codec::entropy::fixed_point_probabilities(&t.counts).is_ok());
+        }
+    }
+
+    #[test]
+    fn fitted_tables_stay_within_i32() {
+        for q in [[i32::MAX, i32::MAX - 1], [i32::MIN, i32::MIN + 1]] {
+            let t = &fitted_tables(&q, 1, 64)[0];
+            let top = i64::from(t.min) + t.counts.len() as i64 - 2;
+            assert!(top <= i64::from(i32::MAX));
+            // Both values are in range: every count is 3 but the empty neighbour's.
+            assert_eq!(t.counts.iter().filter(|&&c| c == 3).count(), 2, "{t:?}");
+        }
+    }
 
     #[test]
     fn bin_masses_sum_to_one() {

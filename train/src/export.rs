@@ -6,7 +6,7 @@ use ipc_codec::pack::{EntropyTables, Linear, ModulatedLinear, PackContents, Pack
 use tch::{nn, Kind, Tensor};
 
 use crate::config::Method;
-use crate::entropy::frequency_table;
+use crate::entropy::{fitted_tables, frequency_table};
 use crate::model::IpcModel;
 
 /// Name of the per-level lambda tensor (spec/model-pack.md §4.3).
@@ -43,11 +43,77 @@ pub fn values(t: &Tensor) -> Vec<f32> {
     .expect("f32 tensor")
 }
 
-/// Builds the pack contents of a model; `vs` must be the store the model was built in.
+/// The `learned` entropy tables (`rate.tables`): one table per rank index
+/// (`PackConfig::rank_contexts`), the training entropy model's Laplace density of each
+/// level discretised at the level's step.
+pub fn learned_tables(model: &IpcModel) -> EntropyTables {
+    let cfg = &model.config;
+    let levels = cfg
+        .rate
+        .levels
+        .iter()
+        .enumerate()
+        .map(|(l, level)| {
+            let step = effective_step(level.step);
+            model
+                .entropy
+                .parameters(l)
+                .iter()
+                .map(|&(loc, scale)| frequency_table(loc, scale, step, cfg.rate.table_half_width))
+                .collect()
+        })
+        .collect();
+    EntropyTables {
+        contexts: cfg.pack_config("").rank_contexts(),
+        levels,
+    }
+}
+
+/// Instances predicted at once when fitting tables.
+const FIT_BATCH: i64 = 256;
+
+/// The `fitted` entropy tables (`rate.tables`): one table per element of V, counted at
+/// each level on V as the model's encoder predicts it for `instances` (`[n, samples,
+/// channels]`, training data) and rounded to the level's step as the library encoder
+/// rounds it (`ipc_codec::encoder::refine::quantise`).
+pub fn fitted_entropy_tables(model: &IpcModel, instances: &Tensor) -> EntropyTables {
+    let cfg = &model.config;
+    let (rows, columns) = cfg.v_shape();
+    let elements = rows * columns;
+    let n = instances.size()[0];
+    let device = instances.device();
+    let levels = cfg
+        .rate
+        .levels
+        .iter()
+        .enumerate()
+        .map(|(l, level)| {
+            let step = effective_step(level.step) as f32;
+            let mut q = Vec::with_capacity(n as usize * elements);
+            for batch in instances.split(FIT_BATCH, 0) {
+                let ids = Tensor::full([batch.size()[0]], l as i64, (Kind::Int64, device));
+                let v = values(&model.predict_v(&batch, &ids, false));
+                let start = q.len();
+                q.resize(start + v.len(), 0);
+                ipc_codec::encoder::refine::quantise(&v, step, &mut q[start..]);
+            }
+            fitted_tables(&q, elements, cfg.rate.table_half_width)
+        })
+        .collect();
+    let contexts = (0..elements)
+        .map(|e| u16::try_from(e).expect("validated: at most 65536 elements"))
+        .collect();
+    EntropyTables { contexts, levels }
+}
+
+/// Builds the pack contents of a model with the entropy tables `entropy`
+/// ([`learned_tables`] or [`fitted_entropy_tables`]); `vs` must be the store the
+/// model was built in.
 pub fn pack_contents(
     model: &IpcModel,
     vs: &nn::VarStore,
     description: &str,
+    entropy: EntropyTables,
 ) -> Result<PackContents, PackError> {
     let cfg = &model.config;
     let m = &cfg.model;
@@ -75,23 +141,6 @@ pub fn pack_contents(
             }));
         }
     }
-    let levels = cfg
-        .rate
-        .levels
-        .iter()
-        .enumerate()
-        .map(|(l, level)| {
-            let step = effective_step(level.step);
-            model
-                .entropy
-                .parameters(l)
-                .iter()
-                .map(|&(loc, scale)| frequency_table(loc, scale, step, cfg.rate.table_half_width))
-                .collect()
-        })
-        .collect();
-    // One table per rank index, as the training entropy model has (spec/model-pack.md §5).
-    let contexts = config.rank_contexts();
     let mut extra: Vec<(String, Vec<usize>, Vec<f32>)> = vs
         .variables()
         .into_iter()
@@ -129,7 +178,7 @@ pub fn pack_contents(
         frequencies: model.frequencies.clone(),
         layers,
         modulated: modulated.expect("modulated layer exists"),
-        entropy: EntropyTables { contexts, levels },
+        entropy,
         extra,
     })
 }

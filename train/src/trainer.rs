@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::adam::Adam;
-use crate::config::{QuantProxy, TrainConfig};
+use crate::config::{QuantProxy, TableFit, TrainConfig};
 use crate::data::{AudioSet, AudioSetOptions, DataError, ImageSet, ImageSetOptions};
-use crate::export::{effective_step, pack_contents, values, LOG_INNER_LR_VAR};
+use crate::export::{
+    effective_step, fitted_entropy_tables, learned_tables, pack_contents, values, LOG_INNER_LR_VAR,
+};
 use crate::model::IpcModel;
 
 /// Errors of a training run.
@@ -55,6 +57,10 @@ pub enum TrainError {
     /// Training diverged.
     #[error("the loss became {0} at step {1}; lower train.lr")]
     Diverged(f64, usize),
+    /// `rate.tables = "fitted"` and no training instances to count V on were given
+    /// (`Trainer::set_fit_instances`).
+    #[error("rate.tables = \"fitted\" needs training instances to count V on")]
+    NoFitInstances,
 }
 
 /// Options of one run, beyond the configuration.
@@ -212,6 +218,9 @@ pub struct Trainer {
     /// Adam over V0 and the inner step size alone (the meta stage), when the model has
     /// them.
     meta_adam: Option<Adam>,
+    /// Training instances `[n, samples, channels]` the `fitted` entropy tables are
+    /// counted on.
+    fit_instances: Option<Tensor>,
 }
 
 /// The libtorch seed of step `step` of a run seeded `seed`. Reseeding libtorch before
@@ -250,6 +259,7 @@ impl Trainer {
             rng: SplitMix64(config.seed ^ 0x5eed_da7a),
             step: 0,
             meta_adam,
+            fit_instances: None,
         })
     }
 
@@ -363,7 +373,7 @@ impl Trainer {
         holdout: &[f32],
         files: &[Signal],
     ) -> Result<Vec<LevelEval>, TrainError> {
-        let contents = pack_contents(&self.model, &self.vs, "evaluation")?;
+        let contents = self.export("evaluation")?;
         let mut eval = self.evaluate_tiles(holdout, &contents.entropy)?;
         self.evaluate_files(files, contents, &mut eval)?;
         Ok(eval)
@@ -468,9 +478,36 @@ impl Trainer {
         Ok(())
     }
 
-    /// The pack contents of the model as it is now.
+    /// The pack contents of the model as it is now, with the entropy tables
+    /// `rate.tables` asks for.
     pub fn export(&self, description: &str) -> Result<PackContents, TrainError> {
-        Ok(pack_contents(&self.model, &self.vs, description)?)
+        let entropy = match self.config.rate.tables {
+            TableFit::Learned => learned_tables(&self.model),
+            TableFit::Fitted => {
+                let instances = self
+                    .fit_instances
+                    .as_ref()
+                    .ok_or(TrainError::NoFitInstances)?;
+                fitted_entropy_tables(&self.model, instances)
+            }
+        };
+        Ok(pack_contents(&self.model, &self.vs, description, entropy)?)
+    }
+
+    /// Gives the training instances (whole tiles or chunks, one after another) that
+    /// `fitted` entropy tables are counted on.
+    pub fn set_fit_instances(&mut self, instances: &[f32]) {
+        let cfg = &self.config;
+        let per = cfg.tile_samples() * cfg.channels();
+        self.fit_instances = Some(
+            Tensor::from_slice(instances)
+                .reshape([
+                    (instances.len() / per) as i64,
+                    cfg.tile_samples() as i64,
+                    cfg.channels() as i64,
+                ])
+                .to_device(self.vs.device()),
+        );
     }
 
     /// Sets the learning rate of the main stage's next steps.
@@ -612,6 +649,19 @@ pub fn run(
     let mut trainer = Trainer::new(config, options.device)?;
     if let Some(resume) = &options.resume {
         trainer.load_checkpoint(resume)?;
+    }
+    if config.rate.tables == TableFit::Fitted {
+        // Drawn from their own seed, so that fitting never moves the run's data order
+        // (a resumed run stays the same run).
+        let mut rng = SplitMix64(config.seed ^ 0x7ab1_e5f1);
+        let mut instances = Vec::new();
+        data.batch(
+            &mut rng,
+            config.rate.fit_instances,
+            config.model.tile,
+            &mut instances,
+        );
+        trainer.set_fit_instances(&instances);
     }
     let main_steps = options.steps.unwrap_or(config.train.steps);
     let meta_steps = if config.encoder.method == crate::config::Method::Hyper {
