@@ -7,6 +7,49 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
+use crate::failure::Failure;
+
+/// A usage error (before any work) when `output` is the same file as `input`
+/// ([`same_file`]): writing it would replace the user's input.
+pub fn refuse_overwriting_input(input: &Path, output: &Path) -> anyhow::Result<()> {
+    if same_file(input, output) {
+        return Err(Failure::usage(format!(
+            "refusing to write the output over the input: {} and {} are the same file; \
+             give another -o",
+            input.display(),
+            output.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Whether `output` names the same file as `input`: the same path, another spelling of
+/// it, a symbolic link to it or a hard link of it. Standard input or output (`-`) and an
+/// output that does not exist yet never do.
+pub fn same_file(input: &Path, output: &Path) -> bool {
+    if input.as_os_str() == "-" || output.as_os_str() == "-" {
+        return false;
+    }
+    // Both followed through symbolic links.
+    let (Ok(a), Ok(b)) = (fs::metadata(input), fs::metadata(output)) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        a.dev() == b.dev() && a.ino() == b.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        matches!(
+            (fs::canonicalize(input), fs::canonicalize(output)),
+            (Ok(x), Ok(y)) if x == y
+        )
+    }
+}
+
 /// An output file being written; becomes visible under its name only on [`commit`].
 ///
 /// ```ignore
@@ -157,6 +200,29 @@ mod tests {
         });
         assert!(result.is_err());
         assert!(names(&dir).is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn same_file_sees_spellings_and_links() {
+        let dir = scratch("same");
+        let input = dir.join("in.png");
+        fs::write(&input, b"data").unwrap();
+        let other = dir.join("other.png");
+        fs::write(&other, b"data").unwrap();
+        assert!(same_file(&input, &input));
+        assert!(same_file(&input, &dir.join(".").join("in.png")));
+        assert!(!same_file(&input, &other));
+        assert!(!same_file(&input, &dir.join("new.ipc")));
+        assert!(!same_file(Path::new("-"), Path::new("-")));
+        fs::hard_link(&input, dir.join("hard.png")).unwrap();
+        assert!(same_file(&input, &dir.join("hard.png")));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&input, dir.join("soft.png")).unwrap();
+            assert!(same_file(&input, &dir.join("soft.png")));
+            assert!(same_file(&dir.join("soft.png"), &input));
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use image::codecs::png::PngEncoder;
 use ipc_codec::{DecodeOptions, Decoded, DecodedAudio, Decoder, Error, Limits, Modality};
 
-use crate::atomic::AtomicFile;
+use crate::atomic::{refuse_overwriting_input, AtomicFile};
 use crate::cli::{DecodeArgs, OutputFormat};
 use crate::failure::{one_line, Failure};
 use crate::input::{load_pack, Source};
@@ -36,6 +36,7 @@ pub fn run(args: &DecodeArgs) -> Result<()> {
         max_samples: args.max_samples,
         ..Limits::default()
     };
+    refuse_overwriting_input(&args.input, &args.output)?;
     let source = Source::new(&args.input);
     let sink = Sink::new(&args.output);
     let (header, bytes) = source.read_ipc(&limits).map_err(hint_at_limit_flags)?;

@@ -12,7 +12,7 @@ use ipc_codec::encoder::{
 use ipc_codec::{Limits, Modality, ModelPack};
 use serde_json::{json, Value};
 
-use crate::atomic::AtomicFile;
+use crate::atomic::{refuse_overwriting_input, AtomicFile};
 use crate::cli::{Device, EncodeArgs};
 use crate::failure::Failure;
 use crate::input::load_pack;
@@ -57,6 +57,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         .into());
     }
 
+    refuse_overwriting_input(&args.input, &args.output)?;
     // The rename at the end would fail, but only after all the work.
     if !to_stdout && args.output.is_dir() {
         return Err(anyhow::anyhow!(

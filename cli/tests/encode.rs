@@ -783,3 +783,47 @@ fn wav_round_trip_with_no_model_flags() {
     let r = hound::WavReader::open(&back).unwrap();
     assert_eq!((r.spec().sample_rate, r.duration()), (16_000, 3200));
 }
+
+#[test]
+fn the_output_is_never_the_input() {
+    let fx = Fixture::new();
+    let png = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
+    let original = fs::read(&png).unwrap();
+    fs::hard_link(&png, fx.dir.join("hard.png")).unwrap();
+    let mut same = vec![
+        png.clone(),
+        fx.dir.0.join(".").join("in.png"),
+        fx.dir.join("hard.png"),
+    ];
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&png, fx.dir.join("soft.png")).unwrap();
+        same.push(fx.dir.join("soft.png"));
+    }
+    for output in &same {
+        let out = run(
+            &args!["encode", &png, "-o", output, "-m", fx.image_pack_path()],
+            None,
+        );
+        let line = assert_fails(&out, 2);
+        assert!(line.contains("same file"), "{line}");
+        assert_eq!(fs::read(&png).unwrap(), original, "input changed");
+    }
+
+    let ipc = fx.dir.join("x.ipc");
+    fx.encode(&png, &ipc, &fx.image_pack_path(), &[]);
+    let coded = fs::read(&ipc).unwrap();
+    let out = run(
+        &args!["decode", &ipc, "-o", &ipc, "-m", fx.image_pack_path()],
+        None,
+    );
+    let line = assert_fails(&out, 2);
+    assert!(line.contains("same file"), "{line}");
+    assert_eq!(fs::read(&ipc).unwrap(), coded, "input changed");
+    // Nothing was left beside them.
+    assert!(
+        fx.dir.entries().iter().all(|n| !n.contains(".tmp-")),
+        "{:?}",
+        fx.dir.entries()
+    );
+}
