@@ -27,7 +27,8 @@ Exit status:
   3  the input is damaged or malformed (.ipc file, or PNG, JPEG or WAV for encode)
   4  unsupported input (format, feature, transparency) or a limit is exceeded
   5  the model pack cannot be read, does not code this kind of signal, or is not the
-     one the file needs";
+     one the file needs
+  6  encode --strict-target: the rate or PSNR target was not reached (nothing written)";
 
 const ENCODE_AFTER_HELP: &str = "\
 The input format is found from the file's content: PNG (grey or RGB, 8 or 16 bits),
@@ -288,6 +289,12 @@ pub struct EncodeArgs {
     /// The smallest level whose decoded PSNR reaches Y dB
     #[arg(long, value_name = "Y")]
     pub target_psnr: Option<f64>,
+
+    /// Fail (exit status 6, no output written) when no level reaches the --target-*
+    /// given; without it the nearest level is written and the summary and --json say
+    /// that the target was missed
+    #[arg(long)]
+    pub strict_target: bool,
 
     /// How V is predicted: hyper (the pack's hypernetwork, one pass) or meta (the
     /// meta-learned start adapted by gradient steps)

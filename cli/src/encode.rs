@@ -93,6 +93,8 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         args.device,
     )
     .with_context(|| format!("cannot encode with model pack {pack_source}"))?;
+    // What the user asked for, beyond a level: reported as met or missed.
+    let requested = target.filter(|t| !matches!(t, RateTarget::Quality(_)));
     let target = target.unwrap_or(RateTarget::Quality(encoder.default_level()));
 
     let input_name = input.name.clone();
@@ -154,6 +156,15 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
     bar.finish_and_clear();
     let encoded = encoded?;
     let seconds = start.elapsed().as_secs_f64();
+    let outcome = requested.map(|t| TargetOutcome::of(t, &encoded));
+    if let Some(o) = outcome.filter(|o| !o.met && args.strict_target) {
+        // The temporary output is dropped, so nothing is written.
+        return Err(Failure::target_missed(format!(
+            "{input_name}: {} (--strict-target; nothing written)",
+            o.describe()
+        ))
+        .into());
+    }
 
     match out.take() {
         Some(mut file) => {
@@ -182,6 +193,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         pack_source: &pack_source,
         levels: encoder.levels(),
         seconds,
+        target: outcome,
     };
     if args.json {
         let text = serde_json::to_string_pretty(&report.json()).expect("JSON values serialise");
@@ -336,6 +348,53 @@ struct Report<'a> {
     pack_source: &'a str,
     levels: usize,
     seconds: f64,
+    target: Option<TargetOutcome>,
+}
+
+/// Whether a rate or PSNR target was reached (`--target-*`).
+#[derive(Debug, Clone, Copy)]
+struct TargetOutcome {
+    target: RateTarget,
+    met: bool,
+}
+
+impl TargetOutcome {
+    /// A missed rate target means that even the coarsest level is above it, a missed
+    /// PSNR target that even the finest is below it (`Encoder::encode`'s search).
+    fn of(target: RateTarget, encoded: &Encoded) -> TargetOutcome {
+        let met = match target {
+            RateTarget::BitsPerPixel(x) | RateTarget::KilobitsPerSecond(x) => encoded.rate <= x,
+            RateTarget::Psnr(y) => encoded.psnr >= y,
+            RateTarget::Quality(_) => true,
+        };
+        TargetOutcome { target, met }
+    }
+
+    /// The target as the flag gives it: kind and value.
+    fn kind_and_value(&self) -> (&'static str, f64) {
+        match self.target {
+            RateTarget::BitsPerPixel(x) => ("bpp", x),
+            RateTarget::KilobitsPerSecond(x) => ("kbps", x),
+            RateTarget::Psnr(y) => ("psnr_db", y),
+            RateTarget::Quality(q) => ("quality", f64::from(q)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let target = match self.target {
+            RateTarget::BitsPerPixel(x) => format!("target of at most {x} bpp"),
+            RateTarget::KilobitsPerSecond(x) => format!("target of at most {x} kbit/s"),
+            RateTarget::Psnr(y) => format!("target of at least {y} dB PSNR"),
+            RateTarget::Quality(q) => format!("quality level {q}"),
+        };
+        match (self.met, &self.target) {
+            (true, _) => format!("{target} met"),
+            (false, RateTarget::Psnr(_)) => {
+                format!("{target} not met, even at the finest level")
+            }
+            (false, _) => format!("{target} not met, even at the coarsest level"),
+        }
+    }
 }
 
 impl Report<'_> {
@@ -354,8 +413,13 @@ impl Report<'_> {
         } else {
             format!(", {} trials", e.trials)
         };
+        let target = match &self.target {
+            Some(t) => format!(", {}", t.describe()),
+            None => String::new(),
+        };
         format!(
-            "{}: {} bytes, {rate}, PSNR {:.2} dB, quality level {} of 0..{}{trials}, {:.2} s",
+            "{}: {} bytes, {rate}, PSNR {:.2} dB, quality level {} of 0..{}{trials}{target}, \
+             {:.2} s",
             self.output_name(),
             e.file.len(),
             e.psnr,
@@ -388,6 +452,11 @@ impl Report<'_> {
             "pack_name": self.pack.config().name,
             "pack": self.pack_source,
         });
+        if let Some(t) = &self.target {
+            let (kind, value) = t.kind_and_value();
+            v["target"] = json!({ "kind": kind, "value": value });
+            v["target_met"] = json!(t.met);
+        }
         match (self.signal, self.described) {
             (Signal::Image(i), Described::Image { dropped_alpha }) => {
                 v["kind"] = json!("image");

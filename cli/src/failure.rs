@@ -21,6 +21,8 @@ pub enum Category {
     Unsupported = 4,
     /// 5: the model pack cannot be read, or is not the one the file needs.
     Pack = 5,
+    /// 6: `encode --strict-target` and no level reaches the target.
+    TargetMissed = 6,
 }
 
 impl Category {
@@ -55,6 +57,13 @@ impl Failure {
     pub fn unsupported(message: impl Into<String>) -> Failure {
         Failure {
             category: Category::Unsupported,
+            message: message.into(),
+        }
+    }
+
+    pub fn target_missed(message: impl Into<String>) -> Failure {
+        Failure {
+            category: Category::TargetMissed,
             message: message.into(),
         }
     }

@@ -827,3 +827,83 @@ fn the_output_is_never_the_input() {
         fx.dir.entries()
     );
 }
+
+#[test]
+fn missed_targets_are_reported_and_strict_targets_fail() {
+    let fx = Fixture::new();
+    let input = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
+    let output = fx.dir.join("out.ipc");
+    let json = |flags: &[&str]| -> Value {
+        let mut extra = vec!["--json"];
+        extra.extend_from_slice(flags);
+        let mut a = args![
+            "encode",
+            &input,
+            "-o",
+            &output,
+            "--model",
+            fx.image_pack_path()
+        ]
+        .to_vec();
+        a.extend(extra.iter().map(OsString::from));
+        let out = run(&a, None);
+        assert_success(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = json(&["--target-bpp", "1e-6"]);
+    assert_eq!(v["target"]["kind"], "bpp");
+    assert_eq!(v["target"]["value"], 1e-6);
+    assert_eq!(v["target_met"], false);
+    assert_eq!(v["quality_level"], 0);
+    let v = json(&["--target-psnr", "1e6"]);
+    assert_eq!(v["target"]["kind"], "psnr_db");
+    assert_eq!(v["target_met"], false);
+    let v = json(&["--target-bpp", "1e6"]);
+    assert_eq!(v["target_met"], true);
+    let v = json(&["--quality", "1"]);
+    assert!(v.get("target_met").is_none() && v.get("target").is_none());
+
+    // The summary line says it too.
+    let mut a = args![
+        "encode",
+        &input,
+        "-o",
+        &output,
+        "--model",
+        fx.image_pack_path()
+    ]
+    .to_vec();
+    a.extend(args!["--target-bpp", "1e-6"]);
+    let out = run(&a, None);
+    assert_success(&out);
+    let line = text(&out.stderr);
+    assert!(
+        line.contains("target of at most 0.000001 bpp not met"),
+        "{line}"
+    );
+
+    // --strict-target: exit status 6, one line, nothing written (an existing output is
+    // left as it was).
+    fs::write(&output, b"before").unwrap();
+    a.push("--strict-target".into());
+    let out = run(&a, None);
+    let line = assert_fails(&out, 6);
+    assert!(
+        line.contains("not met") && line.contains("nothing written"),
+        "{line}"
+    );
+    assert_eq!(fs::read(&output).unwrap(), b"before");
+    assert!(fx.dir.entries().iter().all(|n| !n.contains(".tmp-")));
+    let mut met = args![
+        "encode",
+        &input,
+        "-o",
+        &output,
+        "--model",
+        fx.image_pack_path()
+    ]
+    .to_vec();
+    met.extend(args!["--target-bpp", "1e6", "--strict-target", "--quiet"]);
+    assert_success(&run(&met, None));
+    assert_ne!(fs::read(&output).unwrap(), b"before");
+}
