@@ -7,7 +7,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use ipc_codec::encoder::Method;
 use ipc_codec::Limits;
 
-use crate::encode::DEFAULT_EFFORT;
+use crate::encode::{parse_effort, DEFAULT_EFFORT};
 
 const MAIN_AFTER_HELP: &str = "\
 The default image and speech model packs are built in; --model picks another.
@@ -183,8 +183,8 @@ pub struct RdArgs {
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
 
-    /// ipc refinement steps, comma-separated: one RD curve each
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0")]
+    /// ipc refinement steps (0 to 1000 each), comma-separated: one RD curve each
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0", value_parser = parse_effort)]
     pub effort: Vec<usize>,
 
     /// How ipc predicts V
@@ -301,9 +301,14 @@ pub struct EncodeArgs {
     #[arg(long, value_enum, default_value_t = MethodArg::Hyper)]
     pub method: MethodArg,
 
-    /// Refinement steps: more effort, higher quality at the same rate, slower
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_EFFORT)]
+    /// Refinement steps (0 to 1000): more effort, higher quality at the same rate, slower
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_EFFORT, value_parser = parse_effort)]
     pub effort: usize,
+
+    /// Report progress on standard error even when it is not a terminal (a line about
+    /// every second); on a terminal a progress bar is shown anyway
+    #[arg(long, conflicts_with = "quiet")]
+    pub progress: bool,
 
     /// Encoder threads; 0 uses every core
     #[arg(short = 'j', long, value_name = "N", default_value_t = 0)]

@@ -907,3 +907,77 @@ fn missed_targets_are_reported_and_strict_targets_fail() {
     assert_success(&run(&met, None));
     assert_ne!(fs::read(&output).unwrap(), b"before");
 }
+
+#[test]
+fn effort_is_bounded_and_progress_can_be_asked_for() {
+    let fx = Fixture::new();
+    let input = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
+    let output = fx.dir.join("out.ipc");
+    for bad in ["1001", "1000000", "-1", "lots"] {
+        let out = run(
+            &args![
+                "encode",
+                &input,
+                "-o",
+                &output,
+                "-m",
+                fx.image_pack_path(),
+                format!("--effort={bad}")
+            ],
+            None,
+        );
+        let line = assert_fails(&out, 2);
+        assert!(line.contains("--effort"), "{line}");
+    }
+    let out = run(
+        &args![
+            "bench",
+            "rd",
+            "--images",
+            fx.dir.0.as_path(),
+            "--out",
+            fx.dir.join("rd"),
+            "--effort",
+            "0,5000"
+        ],
+        None,
+    );
+    assert_fails(&out, 2);
+    assert!(!output.exists());
+
+    // Standard error is a pipe here: no bar, but --progress prints lines.
+    let out = run(
+        &args![
+            "encode",
+            &input,
+            "-o",
+            &output,
+            "-m",
+            fx.image_pack_path(),
+            "--effort",
+            "3",
+            "--progress"
+        ],
+        None,
+    );
+    assert_success(&out);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("encoding: trial 1, level") && stderr.contains("3/3 steps"),
+        "{stderr}"
+    );
+    let out = run(
+        &args![
+            "encode",
+            &input,
+            "-o",
+            &output,
+            "-m",
+            fx.image_pack_path(),
+            "--effort",
+            "3"
+        ],
+        None,
+    );
+    assert!(!text(&out.stderr).contains("encoding:"));
+}
