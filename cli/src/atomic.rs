@@ -91,12 +91,13 @@ impl AtomicFile {
             let temp = dir.join(temp_name);
             match OpenOptions::new().write(true).create_new(true).open(&temp) {
                 Ok(file) => {
+                    crate::signals::guard(&temp);
                     return Ok(AtomicFile {
                         target: target.to_path_buf(),
                         temp,
                         writer: Some(BufWriter::new(file)),
                         committed: false,
-                    })
+                    });
                 }
                 // A stale file from an earlier process with the same pid.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => {
@@ -105,6 +106,13 @@ impl AtomicFile {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Fails as [`AtomicFile::create`] would (missing or unwritable directory) without
+    /// leaving a file: the temporary file is created and removed at once. For checking
+    /// an output before long work, whose result is written only at the end.
+    pub fn check_writable(target: &Path) -> io::Result<()> {
+        AtomicFile::create(target).map(drop)
     }
 
     /// The buffered writer of the temporary file (seekable, as WAV writers need).
@@ -124,6 +132,7 @@ impl AtomicFile {
         drop(file);
         fs::rename(&self.temp, &self.target)?;
         self.committed = true;
+        crate::signals::release();
         // Make the rename itself durable; not every file system supports syncing a
         // directory, and the data is already complete, so a failure here is ignored.
         #[cfg(unix)]
@@ -142,6 +151,7 @@ impl Drop for AtomicFile {
             // Close before removing (required on Windows).
             drop(self.writer.take());
             let _ = fs::remove_file(&self.temp);
+            crate::signals::release();
         }
     }
 }

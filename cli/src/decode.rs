@@ -96,9 +96,12 @@ pub fn run(args: &DecodeArgs) -> Result<()> {
     match sink {
         Sink::File(path) => {
             let write_context = || format!("cannot write {}", path.display());
-            // Created first, so that an unwritable output is reported before decoding.
-            let mut out = AtomicFile::create(path).with_context(write_context)?;
+            // Checked first, so that an unwritable output is reported before decoding;
+            // the file itself is created only once the image or audio is decoded
+            // (src/signals.rs).
+            AtomicFile::check_writable(path).with_context(write_context)?;
             let decoded = decoder.decode(&bytes).with_context(context)?;
+            let mut out = AtomicFile::create(path).with_context(write_context)?;
             encode(decoded, out.writer()).with_context(write_context)?;
             out.commit().with_context(write_context)?;
         }

@@ -154,14 +154,12 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         }
     }
 
-    // Created before the work, so that an unwritable output is reported at once.
-    let mut out = match to_stdout {
-        true => None,
-        false => Some(
-            AtomicFile::create(&args.output)
-                .with_context(|| format!("cannot write {}", args.output.display()))?,
-        ),
-    };
+    // Checked before the work, so that an unwritable output is reported at once; the
+    // file itself is created only when its bytes are ready (src/signals.rs).
+    if !to_stdout {
+        AtomicFile::check_writable(&args.output)
+            .with_context(|| format!("cannot write {}", args.output.display()))?;
+    }
 
     let bar = progress_bar(args);
     let mut lines = ProgressLines::new(args);
@@ -181,7 +179,6 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     let outcome = requested.map(|t| TargetOutcome::of(t, &encoded));
     if let Some(o) = outcome.filter(|o| !o.met && args.strict_target) {
-        // The temporary output is dropped, so nothing is written.
         return Err(Failure::target_missed(format!(
             "{input_name}: {} (--strict-target; nothing written)",
             o.describe()
@@ -189,15 +186,16 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         .into());
     }
 
-    match out.take() {
-        Some(mut file) => {
+    match to_stdout {
+        false => {
             let context = || format!("cannot write {}", args.output.display());
+            let mut file = AtomicFile::create(&args.output).with_context(context)?;
             file.writer()
                 .write_all(&encoded.file)
                 .with_context(context)?;
             file.commit().with_context(context)?;
         }
-        None => {
+        true => {
             let mut stdout = io::stdout().lock();
             stdout
                 .write_all(&encoded.file)

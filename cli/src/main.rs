@@ -17,6 +17,7 @@ mod input;
 mod media;
 mod packs;
 mod resample;
+mod signals;
 #[cfg(feature = "train")]
 mod train;
 
@@ -27,6 +28,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    signals::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return failure::report_clap(e),

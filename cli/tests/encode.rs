@@ -981,3 +981,53 @@ fn effort_is_bounded_and_progress_can_be_asked_for() {
     );
     assert!(!text(&out.stderr).contains("encoding:"));
 }
+
+/// SIGTERM or SIGINT during an encode leaves neither an output nor a temporary file
+/// (the temporary file is created only once the encoded bytes are ready, and a signal
+/// handler removes it if one comes while it is written).
+#[cfg(unix)]
+#[test]
+fn an_interrupted_encode_leaves_nothing() {
+    let fx = Fixture::new();
+    let input = fx.write_image("in.png", &rgb(512, 512).into(), ImageFormat::Png);
+    for signal in ["-TERM", "-INT"] {
+        let output = fx.dir.join("out.ipc");
+        let mut child = Command::new(BIN)
+            .args(args![
+                "encode",
+                &input,
+                "-o",
+                &output,
+                "-m",
+                fx.image_pack_path(),
+                "--effort",
+                "1000",
+                "-j",
+                "1"
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let running = child.try_wait().unwrap().is_none();
+        assert!(
+            running,
+            "the encode ended before the signal; give it more work"
+        );
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{signal}: {status:?}");
+        assert_eq!(
+            fx.dir.entries(),
+            ["audio.ipcpack", "image.ipcpack", "in.png"],
+            "{signal}"
+        );
+    }
+}
