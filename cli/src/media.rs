@@ -112,6 +112,88 @@ impl Input {
     }
 }
 
+/// Whether a JPEG stream (from its start-of-image marker) has an end-of-image marker
+/// after the start of its first scan (ITU-T T.81 §B.2: SOI, table and application
+/// segments, then SOS and entropy-coded data, ..., EOI). The segments before the first
+/// scan are skipped by their lengths, so a thumbnail inside an application segment,
+/// which has its own EOI, does not count; inside entropy-coded data a 0xFF byte is
+/// always followed by 0x00 or a marker (§B.1.1.5), so 0xFF 0xD9 there is the EOI.
+/// Bytes after the EOI (some cameras append data) are allowed.
+fn jpeg_is_complete(reader: &mut impl Read) -> io::Result<bool> {
+    let mut bytes = io::BufReader::new(reader).bytes();
+    let mut next = || bytes.next().transpose();
+    let (Some(0xFF), Some(0xD8)) = (next()?, next()?) else {
+        return Ok(false);
+    };
+    // The marker segments up to the first SOS.
+    loop {
+        let mut marker = match next()? {
+            Some(0xFF) => 0xFF,
+            Some(_) | None => return Ok(false),
+        };
+        while marker == 0xFF {
+            marker = match next()? {
+                Some(m) => m,
+                None => return Ok(false),
+            };
+        }
+        match marker {
+            // No image data before the end: left to the decoder to refuse.
+            0xD9 => return Ok(true),
+            // Markers without a length (TEM, RSTn).
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let (Some(hi), Some(lo)) = (next()?, next()?) else {
+            return Ok(false);
+        };
+        let length = usize::from(hi) << 8 | usize::from(lo);
+        for _ in 0..length.saturating_sub(2) {
+            if next()?.is_none() {
+                return Ok(false);
+            }
+        }
+        if marker == 0xDA {
+            break;
+        }
+    }
+    // Entropy-coded data and any later scans: look for the EOI.
+    let mut after_ff = false;
+    while let Some(b) = next()? {
+        if after_ff && b == 0xD9 {
+            return Ok(true);
+        }
+        after_ff = b == 0xFF;
+    }
+    Ok(false)
+}
+
+/// Whether a PNG stream (from its signature) reaches its IEND chunk, walking the chunks
+/// by their lengths (PNG specification §5.3: length, type, data, CRC; §5.6: IEND
+/// last). The CRCs are left to the decoder.
+fn png_is_complete(reader: &mut impl Read) -> io::Result<bool> {
+    let mut reader = io::BufReader::new(reader);
+    let mut signature = [0u8; 8];
+    if reader.read_exact(&mut signature).is_err() {
+        return Ok(false);
+    }
+    loop {
+        let mut head = [0u8; 8];
+        if reader.read_exact(&mut head).is_err() {
+            return Ok(false);
+        }
+        let length = u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
+        // The data and the CRC.
+        let skipped = io::copy(&mut (&mut reader).take(length + 4), &mut io::sink())?;
+        if skipped < length + 4 {
+            return Ok(false);
+        }
+        if &head[4..8] == b"IEND" {
+            return Ok(true);
+        }
+    }
+}
+
 /// An image as read, ready for the encoder.
 pub struct ReadImage {
     pub signal: ImageSignal,
@@ -129,7 +211,25 @@ pub fn read_image(input: Input, max_pixels: u64, ignore_alpha: bool) -> Result<R
         InputFormat::Wav => unreachable!("read_image is called for images"),
     };
     let cannot = |e: ImageError| image_failure(&name, e);
-    let mut reader = ImageReader::with_format(input.reader, format);
+    let mut source = input.reader;
+    // The decoders accept some cut files: the JPEG decoder fills what is missing with
+    // grey, the PNG decoder does not need the end chunk. A truncated input must not
+    // become a "good" encode, so the file's structure is walked to its end first.
+    let (complete, missing) = match format {
+        ImageFormat::Jpeg => (jpeg_is_complete(&mut source), "end-of-image marker"),
+        _ => (png_is_complete(&mut source), "IEND chunk"),
+    };
+    let complete = complete
+        .and_then(|c| source.seek(SeekFrom::Start(0)).map(|_| c))
+        .with_context(|| format!("cannot read {name}"))?;
+    if !complete {
+        return Err(Failure::invalid(format!(
+            "cannot read {name}: the data ends early (no {missing}): the file is truncated \
+             or damaged"
+        ))
+        .into());
+    }
+    let mut reader = ImageReader::with_format(source, format);
     let mut limits = image::Limits::default();
     // The largest buffer is 16-bit RGBA (8 bytes per pixel); the margin covers
     // the decoders' working memory.
@@ -378,6 +478,54 @@ pub fn read_wav(input: Input, max_samples: u64, rate: Option<u32>) -> Result<Rea
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn jpeg(width: u32, height: u32) -> Vec<u8> {
+        let pixels: Vec<u8> = (0..width * height * 3)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode(&pixels, width, height, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn png_completeness() {
+        let mut full = Vec::new();
+        DynamicImage::ImageRgb8(image::RgbImage::new(20, 10))
+            .write_to(&mut Cursor::new(&mut full), ImageFormat::Png)
+            .unwrap();
+        let complete = |b: &[u8]| png_is_complete(&mut Cursor::new(b.to_vec())).unwrap();
+        assert!(complete(&full));
+        for cut in [4, 8, 30, full.len() / 2, full.len() - 4, full.len() - 1] {
+            assert!(!complete(&full[..cut]), "cut at {cut} of {}", full.len());
+        }
+    }
+
+    #[test]
+    fn jpeg_completeness() {
+        let full = jpeg(48, 32);
+        let complete = |b: &[u8]| jpeg_is_complete(&mut Cursor::new(b.to_vec())).unwrap();
+        assert!(complete(&full));
+        // Cut anywhere: in the headers, in the scan, just before the EOI.
+        for cut in [2, 20, full.len() / 2, full.len() - 2, full.len() - 1] {
+            assert!(!complete(&full[..cut]), "cut at {cut} of {}", full.len());
+        }
+        // Bytes after the EOI are allowed.
+        let mut trailing = full.clone();
+        trailing.extend_from_slice(b"camera data");
+        assert!(complete(&trailing));
+        // A whole JPEG (with its own EOI) inside an APP1 segment, then a cut main image.
+        let thumb = jpeg(8, 8);
+        let mut with_thumb = vec![0xFF, 0xD8, 0xFF, 0xE1];
+        with_thumb.extend_from_slice(&((thumb.len() + 2) as u16).to_be_bytes());
+        with_thumb.extend_from_slice(&thumb);
+        with_thumb.extend_from_slice(&full[2..]);
+        assert!(complete(&with_thumb));
+        assert!(!complete(&with_thumb[..with_thumb.len() - 2]));
+        assert!(!complete(b"not a jpeg"));
+    }
 
     #[test]
     fn formats_are_told_by_their_signatures() {

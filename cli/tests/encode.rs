@@ -1031,3 +1031,37 @@ fn an_interrupted_encode_leaves_nothing() {
         );
     }
 }
+
+/// A PNG, JPEG or WAV file whose data ends early is an invalid input (exit status 3),
+/// never an encode of what was read.
+#[test]
+fn truncated_inputs_are_errors() {
+    let fx = Fixture::new();
+    let png = fx.write_image("in.png", &rgb(64, 48).into(), ImageFormat::Png);
+    let jpg = fx.write_image("in.jpg", &rgb(64, 48).into(), ImageFormat::Jpeg);
+    let wav = fx.write_wav("in.wav", wav_spec(16_000, 1, 16, false), 8000);
+    for (full, pack) in [
+        (&png, fx.image_pack_path()),
+        (&jpg, fx.image_pack_path()),
+        (&wav, fx.audio_pack_path()),
+    ] {
+        let bytes = fs::read(full).unwrap();
+        for cut in [bytes.len() / 2, bytes.len() - 2] {
+            let name = format!("cut-{cut}-{}", full.file_name().unwrap().to_string_lossy());
+            let path = fx.dir.join(&name);
+            fs::write(&path, &bytes[..cut]).unwrap();
+            let output = fx.dir.join("out.ipc");
+            let out = run(&args!["encode", &path, "-o", &output, "-m", &pack], None);
+            let line = assert_fails(&out, 3);
+            assert!(line.contains(&name), "{line}");
+            assert!(!output.exists());
+            // From standard input too.
+            let out = run(
+                &args!["encode", "-", "-o", &output, "-m", &pack],
+                Some(&bytes[..cut]),
+            );
+            assert_fails(&out, 3);
+        }
+        fx.encode(full, &fx.dir.join("whole.ipc"), &pack, &[]);
+    }
+}
