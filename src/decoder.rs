@@ -140,8 +140,7 @@ impl<'p> Decoder<'p> {
                 buf.len()
             )));
         }
-        let tiles = self.render_tiles(&header, &v);
-        write_image8(&header, &tiles, buf);
+        self.render_image(&header, &v, |i, x| buf[i] = to_u8(x));
         Ok(header)
     }
 
@@ -172,16 +171,43 @@ impl<'p> Decoder<'p> {
         Ok((header, v))
     }
 
-    fn render_tiles(&self, header: &Header, q: &[i32]) -> Vec<f32> {
+    /// Synthesises the tiles of `q` in bands of `band_tiles` tiles, handing each band's
+    /// outputs (tile after tile) with the index of its first tile to `sink`. Peak memory
+    /// is the band's, not the whole signal's in f32: decoding needs about the output
+    /// plus the quantised V, whatever the size.
+    fn render_bands(
+        &self,
+        header: &Header,
+        q: &[i32],
+        band_tiles: usize,
+        mut sink: impl FnMut(usize, &[f32]),
+    ) {
         let step = header.step();
-        let v: Vec<f32> = q.iter().map(|&x| x as f32 * step).collect();
-        let mut out = vec![0f32; header.tile_count() as usize * self.synth.outputs_per_tile()];
-        self.synth.render(&v, &mut out, self.options.threads);
-        out
+        let v_len = self.synth.v_len();
+        let per_tile = self.synth.outputs_per_tile();
+        let (mut v, mut out) = (Vec::new(), Vec::new());
+        for (b, band) in q.chunks(band_tiles.max(1) * v_len).enumerate() {
+            v.clear();
+            v.extend(band.iter().map(|&x| x as f32 * step));
+            out.clear();
+            out.resize(band.len() / v_len * per_tile, 0.0);
+            self.synth.render(&v, &mut out, self.options.threads);
+            sink(b * band_tiles.max(1), &out);
+        }
+    }
+
+    /// Synthesises an image band by band (whole rows of tiles) and hands every output
+    /// sample, clamped to [0, 1], with its index to `put` (spec/bitstream.md §8.2).
+    fn render_image(&self, header: &Header, q: &[i32], mut put: impl FnMut(usize, f32)) {
+        let (tiles_x, _) = header.tile_grid();
+        let tiles_x = tiles_x as usize;
+        let rows = (BAND_TILES / tiles_x).max(1);
+        self.render_bands(header, q, rows * tiles_x, |first, band| {
+            place_tile_rows(header, first / tiles_x, band, &mut put);
+        });
     }
 
     fn synthesise(&self, header: &Header, q: &[i32]) -> Result<Decoded, Error> {
-        let tiles = self.render_tiles(header, q);
         Ok(match header.geometry {
             Geometry::Image {
                 width,
@@ -192,11 +218,11 @@ impl<'p> Decoder<'p> {
                 let n = width as usize * height as usize * usize::from(channels);
                 let pixels = if bit_depth == 8 {
                     let mut px = vec![0u8; n];
-                    write_image8(header, &tiles, &mut px);
+                    self.render_image(header, q, |i, x| px[i] = to_u8(x));
                     ImagePixels::U8(px)
                 } else {
                     let mut px = vec![0u16; n];
-                    reassemble_image(header, &tiles, |i, x| px[i] = (x * 65535.0).round() as u16);
+                    self.render_image(header, q, |i, x| px[i] = (x * 65535.0).round() as u16);
                     ImagePixels::U16(px)
                 };
                 Decoded::Image(DecodedImage {
@@ -215,14 +241,20 @@ impl<'p> Decoder<'p> {
                 let frames = frames as usize;
                 let chans = usize::from(channels);
                 let chunk = usize::from(header.tile_width);
-                let per_channel = frames.div_ceil(chunk) * chunk;
+                let chunks_per_channel = frames.div_ceil(chunk);
                 let mut samples = vec![0i16; frames * chans];
                 // §8.3: tiles are channel after channel; each channel's chunks concatenate.
-                for (c, channel) in tiles.chunks_exact(per_channel).enumerate() {
-                    for (f, &x) in channel[..frames].iter().enumerate() {
-                        samples[f * chans + c] = (x.clamp(-1.0, 1.0) * 32767.0).round() as i16;
+                self.render_bands(header, q, BAND_TILES, |first, band| {
+                    for (i, tile) in band.chunks_exact(chunk).enumerate() {
+                        let t = first + i;
+                        let (c, k) = (t / chunks_per_channel, t % chunks_per_channel);
+                        let start = k * chunk;
+                        let end = (start + chunk).min(frames);
+                        for (f, &x) in (start..end).zip(tile) {
+                            samples[f * chans + c] = (x.clamp(-1.0, 1.0) * 32767.0).round() as i16;
+                        }
                     }
-                }
+                });
                 Decoded::Audio(DecodedAudio {
                     sample_rate,
                     channels,
@@ -233,15 +265,27 @@ impl<'p> Decoder<'p> {
     }
 }
 
-/// 8-bit image samples: `round(255 x)` of the clamped value (spec/bitstream.md §8.2).
-fn write_image8(header: &Header, tiles: &[f32], buf: &mut [u8]) {
-    reassemble_image(header, tiles, |i, x| buf[i] = (x * 255.0).round() as u8);
+/// Tiles synthesised at once when decoding (rounded to whole rows of tiles for images):
+/// enough work for every thread (a 768x512 photo of 32x32 tiles is one band), and a
+/// working set of about 12 MB (1024 tiles of 32x32 RGB in f32) whatever the size of
+/// the signal.
+const BAND_TILES: usize = 1024;
+
+/// An 8-bit image sample: `round(255 x)` of the clamped value (spec/bitstream.md §8.2).
+fn to_u8(x: f32) -> u8 {
+    (x * 255.0).round() as u8
 }
 
-/// Places every tile's samples into the image, cropping the padding, and hands each
-/// output sample (clamped to [0, 1]) with its index to `put` (spec/bitstream.md §8.2).
-/// Grey images take the mean of the three network outputs.
-fn reassemble_image(header: &Header, tiles: &[f32], mut put: impl FnMut(usize, f32)) {
+/// Places the samples of whole rows of tiles, starting at tile row `first_row`, into
+/// the image, cropping the padding, and hands each output sample (clamped to [0, 1])
+/// with its index to `put` (spec/bitstream.md §8.2). Grey images take the mean of the
+/// three network outputs.
+fn place_tile_rows(
+    header: &Header,
+    first_row: usize,
+    tiles: &[f32],
+    mut put: impl FnMut(usize, f32),
+) {
     let Geometry::Image {
         width,
         height,
@@ -257,9 +301,12 @@ fn reassemble_image(header: &Header, tiles: &[f32], mut put: impl FnMut(usize, f
         usize::from(header.tile_height),
     );
     let tiles_x = w.div_ceil(tw);
-    for y in 0..h {
+    let band_rows = tiles.len() / (3 * tw * th * tiles_x);
+    let y0 = first_row * th;
+    let y1 = ((first_row + band_rows) * th).min(h);
+    for y in y0..y1 {
         for x in 0..w {
-            let tile = (y / th) * tiles_x + x / tw;
+            let tile = (y / th - first_row) * tiles_x + x / tw;
             let s = tile * tw * th + (y % th) * tw + x % tw;
             let rgb = &tiles[s * 3..s * 3 + 3];
             let base = (y * w + x) * ch;
@@ -364,6 +411,87 @@ impl DecodedImage {
             }
             (_, ImagePixels::U16(p)) => {
                 DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, p).expect(bad))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::synthetic::{SplitMix64, SyntheticPack};
+
+    /// Every sample as a whole-signal synthesis gives it (all tiles at once), against
+    /// the band-by-band decoder, for signals of several bands with partial last ones.
+    #[test]
+    fn band_by_band_synthesis_matches_all_tiles_at_once() {
+        let mut rng = SplitMix64(9);
+        for (shape, geometry) in [
+            (
+                SyntheticPack::small_image(),
+                Geometry::Image {
+                    width: 8 * 1100 + 5,
+                    height: 8 * 2 + 3,
+                    channels: 3,
+                    bit_depth: 8,
+                },
+            ),
+            (
+                SyntheticPack::small_image(),
+                Geometry::Image {
+                    width: 8 * 20 + 1,
+                    height: 8 * 60 + 7,
+                    channels: 1,
+                    bit_depth: 16,
+                },
+            ),
+            (
+                SyntheticPack::small_audio(),
+                Geometry::Audio {
+                    sample_rate: 16_000,
+                    frames: 64 * 600 + 17,
+                    channels: 2,
+                    bit_depth: 16,
+                },
+            ),
+        ] {
+            let pack = ModelPack::from_pack_file(&shape.build().to_pack_file().unwrap()).unwrap();
+            let (tw, th) = (pack.config().tile_width, pack.config().tile_height);
+            let tiles = geometry.tile_count(tw as u64, th as u64) as usize;
+            let q: Vec<i32> = (0..tiles * pack.config().v_len())
+                .map(|_| (rng.next_u64() % 9) as i32 - 4)
+                .collect();
+            let file = crate::encode_quantised(&pack, geometry, 1, None, &q).unwrap();
+            assert!(tiles > BAND_TILES, "{tiles} tiles: one band");
+            let decoder = Decoder::new(&pack);
+            let (header, q) = decoder.decode_quantised(&file).unwrap();
+            let v: Vec<f32> = q.iter().map(|&x| x as f32 * header.step()).collect();
+            let mut all = vec![0f32; tiles * decoder.synth.outputs_per_tile()];
+            decoder.synth.render(&v, &mut all, 1);
+            match decoder.decode(&file).unwrap() {
+                Decoded::Image(img) => {
+                    let got: Vec<f32> = match img.pixels {
+                        ImagePixels::U8(p) => p.iter().map(|&b| f32::from(b)).collect(),
+                        ImagePixels::U16(p) => p.iter().map(|&b| f32::from(b)).collect(),
+                    };
+                    let mut want = vec![0f32; got.len()];
+                    place_tile_rows(&header, 0, &all, |i, x| want[i] = x);
+                    let scale = if img.channels == 3 { 255.0 } else { 65535.0 };
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!(*g, (w * scale).round());
+                    }
+                }
+                Decoded::Audio(a) => {
+                    let Geometry::Audio { frames, .. } = geometry else {
+                        unreachable!()
+                    };
+                    let per_channel = (frames as usize).div_ceil(64) * 64;
+                    for (i, &s) in a.samples.iter().enumerate() {
+                        let (f, c) = (i / 2, i % 2);
+                        let x = all[c * per_channel + f];
+                        assert_eq!(s, (x.clamp(-1.0, 1.0) * 32767.0).round() as i16);
+                    }
+                }
             }
         }
     }
