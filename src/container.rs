@@ -88,25 +88,34 @@ impl Geometry {
         }
     }
 
-    /// Total number of tiles for a tile size, each carrying one V.
+    /// Total number of tiles for a tile size, each carrying one V. Saturates at
+    /// `u64::MAX`, which only a header of absurd size with tiles of one sample reaches
+    /// (and no limit admits).
     pub fn tile_count(&self, tile_width: u64, tile_height: u64) -> u64 {
         let (nx, ny) = self.tile_grid(tile_width, tile_height);
-        nx * ny
+        nx.saturating_mul(ny)
     }
 
-    /// Decoded samples over all channels: pixels x channels, or frames x channels.
-    pub fn sample_count(&self) -> u64 {
+    /// Decoded samples over all channels: pixels x channels, or frames x channels;
+    /// `None` when that does not fit in 64 bits (a 4294967295 x 4294967295 RGB header
+    /// parses, and must be refused rather than wrap).
+    pub fn checked_sample_count(&self) -> Option<u64> {
         match *self {
             Geometry::Image {
                 width,
                 height,
                 channels,
                 ..
-            } => u64::from(width) * u64::from(height) * u64::from(channels),
+            } => (u64::from(width) * u64::from(height)).checked_mul(u64::from(channels)),
             Geometry::Audio {
                 frames, channels, ..
-            } => u64::from(frames) * u64::from(channels),
+            } => Some(u64::from(frames) * u64::from(channels)),
         }
+    }
+
+    /// [`Geometry::checked_sample_count`], saturating at `u64::MAX`.
+    pub fn sample_count(&self) -> u64 {
+        self.checked_sample_count().unwrap_or(u64::MAX)
     }
 }
 
@@ -341,6 +350,30 @@ impl Default for Limits {
             max_payload_bytes: 256 << 20,
             max_v_elements: 1 << 26,
         }
+    }
+}
+
+impl Limits {
+    /// Checks a header against these limits (payload size, pixels or samples), as the
+    /// decoder does before any allocation the header implies (spec/bitstream.md §5.3).
+    /// For callers that parse a header themselves and size buffers from it.
+    ///
+    /// ```
+    /// use ipc_codec::{Geometry, Header, Limits, PackId};
+    ///
+    /// let header = Header {
+    ///     pack_id: PackId::from_bytes([0; 16]),
+    ///     geometry: Geometry::Image { width: u32::MAX, height: u32::MAX, channels: 3, bit_depth: 8 },
+    ///     tile_width: 32,
+    ///     tile_height: 32,
+    ///     step_q16: 1 << 16,
+    ///     quality_level: 0,
+    ///     payload_len: 0,
+    /// };
+    /// assert!(Limits::default().check(&header).is_err());
+    /// ```
+    pub fn check(&self, header: &Header) -> Result<(), Error> {
+        check_limits(header, self)
     }
 }
 

@@ -155,7 +155,10 @@ impl<'p> Decoder<'p> {
             .pack
             .v_model(usize::from(header.quality_level))
             .expect("check_pack verified the level");
-        let count = header.tile_count() * model.elements_per_tile() as u64;
+        // Saturating: with raised limits a huge header must meet the limit, not wrap.
+        let count = header
+            .tile_count()
+            .saturating_mul(model.elements_per_tile() as u64);
         let limit = self.options.limits.max_v_elements;
         if count > limit {
             return Err(Error::LimitExceeded {

@@ -34,8 +34,8 @@ use std::mem::{align_of, size_of};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ipc_codec::{
-    Decoded, DecodedAudio, DecodedImage, Decoder, Error, Geometry, Header, ImagePixels, ModelPack,
-    PackError,
+    Decoded, DecodedAudio, DecodedImage, Decoder, Error, Geometry, Header, ImagePixels, Limits,
+    ModelPack, PackError,
 };
 
 /// Success.
@@ -419,7 +419,17 @@ pub unsafe extern "C" fn ipc_probe(data: *const u8, len: usize, info_out: *mut I
         info[0] = IpcInfo::default();
         // SAFETY: by the contract `data` points to `len` readable bytes.
         let bytes = unsafe { input(data, len, "data") }?;
-        info[0] = IpcInfo::from_header(&Header::parse(bytes)?);
+        let header = Header::parse(bytes)?;
+        if header.geometry.checked_sample_count().is_none() {
+            // Its sample count does not fit the `samples` field; no limit admits it.
+            return Err(Error::LimitExceeded {
+                what: "decoded samples (width x height x channels)",
+                value: u64::MAX,
+                limit: Limits::default().max_pixels.saturating_mul(3),
+            }
+            .into());
+        }
+        info[0] = IpcInfo::from_header(&header);
         Ok(())
     })
 }
@@ -490,7 +500,11 @@ unsafe fn decode_with<T>(
     // SAFETY: by the contract `out` points to `out_len` writable elements, and it
     // does not overlap `bytes` (checked above).
     let buf = unsafe { output(out, out_len, "output buffer") }?;
-    check_target(&Header::parse(bytes)?, target, buf.len())?;
+    let header = Header::parse(bytes)?;
+    // The limits first: a header of absurd size is a limit failure, whatever the
+    // caller's buffer (the decoders check the same limits again).
+    Limits::default().check(&header)?;
+    check_target(&header, target, buf.len())?;
     decode(&pack.pack, bytes, buf)
 }
 
@@ -696,6 +710,43 @@ mod tests {
         assert_eq!(code, "panic");
         assert_eq!(guard(|| Ok(())), IPC_OK);
         assert_eq!(last(), (String::new(), String::new()));
+    }
+
+    /// The conformance vector whose header declares 4294967295 x 4294967295 RGB: its
+    /// sample count does not fit 64 bits. Every entry point reports a limit failure
+    /// (not a panic, and not a wrapped count compared with the buffer).
+    #[test]
+    fn absurd_dimensions_are_limit_failures_everywhere() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../codec-tests/invalid/absurd-dimensions.ipc"
+        );
+        let file = std::fs::read(path).unwrap();
+        let header = Header::parse(&file).unwrap();
+        assert_eq!(header.geometry.checked_sample_count(), None);
+        let pack_file = SyntheticPack::small_image().build().to_pack_file().unwrap();
+        let mut pack = std::ptr::null_mut();
+        let mut info = IpcInfo::default();
+        let (mut px8, mut px16, mut pcm) = ([0u8; 12], [0u16; 12], [0i16; 12]);
+        // SAFETY: every pointer is valid for the length given.
+        unsafe {
+            assert_eq!(
+                ipc_pack_load(pack_file.as_ptr(), pack_file.len(), &mut pack),
+                IPC_OK
+            );
+            assert_eq!(
+                ipc_probe(file.as_ptr(), file.len(), &mut info),
+                IPC_ERR_LIMITS
+            );
+            assert_eq!(last().1, "limit-exceeded");
+            let statuses = [
+                ipc_decode_image8(pack, file.as_ptr(), file.len(), px8.as_mut_ptr(), 12),
+                ipc_decode_image16(pack, file.as_ptr(), file.len(), px16.as_mut_ptr(), 12),
+                ipc_decode_audio16(pack, file.as_ptr(), file.len(), pcm.as_mut_ptr(), 12),
+            ];
+            assert_eq!(statuses, [IPC_ERR_LIMITS; 3]);
+            ipc_pack_free(pack);
+        }
     }
 
     #[test]
