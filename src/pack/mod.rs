@@ -657,9 +657,15 @@ impl ModelPack {
             .map(|tables| VModel::new(contexts.clone(), tables))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let extra = st
+        // In name order: the safetensors index is a hash map, and the first bad tensor
+        // named in an error must not depend on its iteration order.
+        let mut encoder_tensors: Vec<_> = st
             .iter()
             .filter(|(name, _)| name.starts_with("encoder."))
+            .collect();
+        encoder_tensors.sort_by(|a, b| a.0.cmp(b.0));
+        let extra = encoder_tensors
+            .into_iter()
             .map(|(name, view)| {
                 let shape = view.shape().to_vec();
                 read_f32(&st, name, &shape).map(|data| (name.to_string(), shape, data))
@@ -878,6 +884,38 @@ mod tests {
         let mut meta = HashMap::new();
         meta.insert(CONFIG_KEY.to_string(), edit(&json));
         safetensors::serialize(st.tensors(), &Some(meta)).unwrap()
+    }
+
+    /// The first bad encoder tensor an error names is the first in name order, on
+    /// every load (the safetensors index is a randomly seeded hash map).
+    #[test]
+    fn encoder_tensor_errors_name_the_first_in_name_order() {
+        let valid = SyntheticPack::small_image()
+            .build()
+            .to_safetensors()
+            .unwrap();
+        let st = SafeTensors::deserialize(&valid).unwrap();
+        // Encoder tensors of the wrong type (I32), which the reader refuses.
+        let data = [0u8; 4];
+        let mut tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = st.tensors();
+        for name in [
+            "encoder.z",
+            "encoder.m",
+            "encoder.b",
+            "encoder.q",
+            "encoder.f",
+        ] {
+            let view = safetensors::tensor::TensorView::new(Dtype::I32, vec![1], &data).unwrap();
+            tensors.push((name.to_string(), view));
+        }
+        let meta = HashMap::from([(CONFIG_KEY.to_string(), config_json(&valid))]);
+        let raw = safetensors::serialize(tensors, &Some(meta)).unwrap();
+        for _ in 0..20 {
+            assert!(matches!(
+                ModelPack::from_safetensors(&raw),
+                Err(PackError::Tensor { name, .. }) if name == "encoder.b"
+            ));
+        }
     }
 
     #[test]
