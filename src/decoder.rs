@@ -129,13 +129,13 @@ impl<'p> Decoder<'p> {
             bit_depth: 8,
         } = header.geometry
         else {
-            return Err(Error::Unsupported(
+            return Err(Error::InvalidArgument(
                 "decode_image_into takes 8-bit images; use decode".into(),
             ));
         };
         let needed = width as usize * height as usize * usize::from(channels);
         if buf.len() != needed {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::InvalidArgument(format!(
                 "buffer holds {} bytes, the image needs {needed}",
                 buf.len()
             )));

@@ -49,6 +49,10 @@ pub enum Error {
     /// Reading the input failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The caller's arguments do not fit the call, whatever the file: a buffer of the
+    /// wrong size, a V of the wrong length, the wrong decode function for the file.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 impl Error {
@@ -63,6 +67,7 @@ impl Error {
             Error::PackMismatch { .. } => "pack-mismatch",
             Error::Pack(_) => "invalid-pack",
             Error::Io(_) => "io",
+            Error::InvalidArgument(_) => "invalid-argument",
         }
     }
 }

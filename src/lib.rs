@@ -29,7 +29,8 @@
 //!
 //! Errors say which category a failure belongs to: [`Error::Format`] (corrupt input),
 //! [`Error::Unsupported`], [`Error::LimitExceeded`] (see [`Limits`]),
-//! [`Error::WrongPack`] and [`Error::Io`].
+//! [`Error::WrongPack`], [`Error::Io`] and [`Error::InvalidArgument`] (the caller's
+//! mistake, not the file's).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -101,7 +101,7 @@ fn caller_buffer_of_wrong_size_is_refused() {
     let err = Decoder::new(&pack)
         .decode_image_into(&file, &mut small)
         .unwrap_err();
-    assert_eq!(err.code(), "unsupported");
+    assert_eq!(err.code(), "invalid-argument");
 }
 
 #[test]

@@ -171,7 +171,11 @@ enum Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
-        Failure::Codec(e)
+        match e {
+            // The caller's mistake, reported as the ABI's own argument errors are.
+            Error::InvalidArgument(message) => Failure::Argument(message),
+            e => Failure::Codec(e),
+        }
     }
 }
 
@@ -190,6 +194,7 @@ fn status_of(e: &Error) -> c_int {
     match e {
         Error::Format(_) => IPC_ERR_FORMAT,
         Error::Unsupported(_) => IPC_ERR_UNSUPPORTED,
+        Error::InvalidArgument(_) => IPC_ERR_ARGUMENT,
         Error::LimitExceeded { .. } => IPC_ERR_LIMITS,
         Error::WrongPack { .. } => IPC_ERR_WRONG_PACK,
         Error::PackMismatch { .. } => IPC_ERR_PACK_MISMATCH,

@@ -121,6 +121,7 @@ fn library_category(e: &Error) -> Category {
     match e {
         Error::Format(_) => Category::Invalid,
         Error::Unsupported(_) | Error::LimitExceeded { .. } => Category::Unsupported,
+        Error::InvalidArgument(_) => Category::Usage,
         Error::WrongPack { .. } | Error::PackMismatch { .. } | Error::Pack(_) => Category::Pack,
         _ => Category::Other,
     }

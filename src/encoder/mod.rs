@@ -35,7 +35,6 @@ use std::str::FromStr;
 
 use crate::container::{write_file, Geometry, Header};
 use crate::decoder::{check_pack, DecodeOptions, Decoded, Decoder, ImagePixels, Limits};
-use crate::entropy::EntropyError;
 use crate::error::{Error, FormatError};
 use crate::pack::ModelPack;
 use crate::synthesis::TileSynthesizer;
@@ -778,11 +777,12 @@ pub fn encode_quantised(
         .expect("level checked above");
     let expected = header.tile_count() as usize * model.elements_per_tile();
     if v.len() != expected {
-        return Err(FormatError::Payload(EntropyError::Shape {
-            len: v.len(),
-            per_tile: model.elements_per_tile(),
-        })
-        .into());
+        return Err(Error::InvalidArgument(format!(
+            "V has {} values, but {} tiles of {} elements need {expected}",
+            v.len(),
+            header.tile_count(),
+            model.elements_per_tile()
+        )));
     }
     let payload = model.encode(v).map_err(FormatError::Payload)?;
     write_file(&header, &payload)
