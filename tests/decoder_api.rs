@@ -102,6 +102,10 @@ fn caller_buffer_of_wrong_size_is_refused() {
         .decode_image_into(&file, &mut small)
         .unwrap_err();
     assert_eq!(err.code(), "invalid-argument");
+    // A V of the wrong length is the caller's mistake too, not a corrupt payload.
+    let (_, v) = random_file(&pack, rgb(8, 8), 3);
+    let err = encode_quantised(&pack, rgb(8, 8), 1, None, &v[1..]).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
 }
 
 #[test]
