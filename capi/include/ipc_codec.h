@@ -17,9 +17,13 @@
  *  - An IpcPack is immutable once loaded: several threads may decode with the
  *    same pack at the same time. The last error is kept per thread.
  *  - Decoding uses all CPU cores. Files may come from untrusted sources: sizes
- *    are checked against limits (2^28 pixels, 2^30 audio samples, 256 MiB
- *    payload) before allocation, and errors, not crashes, report bad data.
- *    Probe first to refuse sizes you do not want to decode.
+ *    are checked against limits (2^26 pixels, 2^28 audio samples, 2^26
+ *    elements of V, 256 MiB payload) before allocation, and errors, not
+ *    crashes, report bad data (IPC_ERR_LIMITS for a size beyond a limit).
+ *    Besides the caller's buffers a decode allocates 4 bytes per element of V
+ *    (2 bytes per pixel with the built-in image pack) and about 12 MB plus
+ *    2 MB per thread: at most about 256 MiB at the limits. Probe first to
+ *    refuse sizes you do not want to decode.
  *  - No Rust panic crosses this interface: one is reported as IPC_ERR_PANIC.
  *
  * Linking: -lipccodec (shared), or libipccodec.a plus, on Linux,

@@ -335,10 +335,16 @@ fn check_target(target: Option<RateTarget>, pack: &ModelPack, modality: Modality
 fn encode_failure(e: EncodeError, input: &str, pack_source: &str) -> anyhow::Error {
     let context = format!("cannot encode {input} with model pack {pack_source}");
     match e {
-        EncodeError::LimitExceeded { .. } => Failure::unsupported(format!(
-            "{context}: {e} (raise it with --max-pixels or --max-samples)"
-        ))
-        .into(),
+        EncodeError::LimitExceeded { what, .. } => {
+            let advice = if what.contains("elements of V") {
+                "no flag raises it: this model pack's V is too large for the signal"
+            } else if what.contains("audio") {
+                "raise it with --max-samples"
+            } else {
+                "raise it with --max-pixels"
+            };
+            Failure::unsupported(format!("{context}: {e} ({advice})")).into()
+        }
         e => anyhow::Error::new(e).context(context),
     }
 }

@@ -1065,3 +1065,36 @@ fn truncated_inputs_are_errors() {
         fx.encode(full, &fx.dir.join("whole.ipc"), &pack, &[]);
     }
 }
+
+/// The pixel limit counts what the encoder allocates: the image padded to whole tiles
+/// (8x8 in the synthetic pack), so a strip costs its padded size.
+#[test]
+fn limits_count_the_padded_tiles() {
+    let fx = Fixture::new();
+    let strip = fx.write_image("strip.png", &rgb(2000, 1).into(), ImageFormat::Png);
+    let output = fx.dir.join("out.ipc");
+    let out = run(
+        &args![
+            "encode",
+            &strip,
+            "-o",
+            &output,
+            "-m",
+            fx.image_pack_path(),
+            "--max-pixels",
+            "10000"
+        ],
+        None,
+    );
+    let line = assert_fails(&out, 4);
+    assert!(
+        line.contains("padded to whole tiles is 16000") && line.contains("--max-pixels"),
+        "{line}"
+    );
+    fx.encode(
+        &strip,
+        &output,
+        &fx.image_pack_path(),
+        &["--max-pixels", "16000"],
+    );
+}

@@ -414,10 +414,27 @@ impl<'p> Encoder<'p> {
         if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
             return input(format!("sample {i} is not a finite number"));
         }
-        let elements = signal
+        let tiles = signal
             .geometry()
-            .tile_count(cfg.tile_width as u64, cfg.tile_height as u64)
-            * cfg.v_len() as u64;
+            .tile_count(cfg.tile_width as u64, cfg.tile_height as u64);
+        // The encoder's buffers hold whole tiles, so the limits count the padded size:
+        // a 2000000 x 1 strip is 2000000 x 32 pixels of work with 32x32 tiles.
+        let padded = tiles.saturating_mul((cfg.tile_width * cfg.tile_height) as u64);
+        let (limit, what) = match signal {
+            Signal::Image(_) => (
+                limits.max_pixels,
+                "image size in pixels padded to whole tiles",
+            ),
+            Signal::Audio(_) => (limits.max_samples, "audio samples padded to whole chunks"),
+        };
+        if padded > limit {
+            return Err(EncodeError::LimitExceeded {
+                what,
+                value: padded,
+                limit,
+            });
+        }
+        let elements = tiles.saturating_mul(cfg.v_len() as u64);
         if elements > limits.max_v_elements {
             return Err(EncodeError::LimitExceeded {
                 what: "elements of V",
