@@ -168,6 +168,15 @@ fn jpeg_is_complete(reader: &mut impl Read) -> io::Result<bool> {
     Ok(false)
 }
 
+/// Memory the system can still give this process (Linux: `MemAvailable` of
+/// /proc/meminfo), if known.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
 /// Whether a PNG stream (from its signature) reaches its IEND chunk, walking the chunks
 /// by their lengths (PNG specification §5.3: length, type, data, CRC; §5.6: IEND
 /// last). The CRCs are left to the decoder.
@@ -247,6 +256,21 @@ pub fn read_image(input: Input, max_pixels: u64, ignore_alpha: bool) -> Result<R
     }
     if pixels == 0 {
         return Err(Failure::invalid(format!("{name} is {width} x {height}: no pixels")).into());
+    }
+    // With a raised --max-pixels, an image (or a decompression bomb) can need more
+    // memory than there is, and a failed allocation aborts the process: refuse it
+    // first. The decoded pixels, then 3 floats per pixel for the encoder.
+    let needed = decoder
+        .total_bytes()
+        .saturating_add(pixels.saturating_mul(12));
+    if let Some(available) = available_memory() {
+        if needed > available {
+            return Err(Failure::unsupported(format!(
+                "{name} is {width} x {height}: encoding it needs at least {needed} bytes of \
+                 memory, more than the {available} available"
+            ))
+            .into());
+        }
     }
     // A camera's JPEG may be stored sideways with an EXIF note to turn it.
     let orientation = decoder.orientation().ok();

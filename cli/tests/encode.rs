@@ -1098,3 +1098,67 @@ fn limits_count_the_padded_tiles() {
         &["--max-pixels", "16000"],
     );
 }
+
+/// CRC-32 of PNG chunks (ISO 3309, as PNG §5.5 specifies), bit by bit.
+fn png_crc(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let start = out.len();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let crc = png_crc(&out[start..]);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// A PNG that declares 100000 x 100000 RGB pixels (30 GB decoded) in a few bytes: with
+/// the pixel limit raised past it, it is refused for want of memory (exit status 4),
+/// not left to abort the process when the allocation fails.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_image_larger_than_memory_is_refused_not_aborted() {
+    let fx = Fixture::new();
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png_chunk(&mut png, b"IHDR", &ihdr);
+    png_chunk(
+        &mut png,
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
+    png_chunk(&mut png, b"IEND", &[]);
+    let path = fx.dir.join("bomb.png");
+    fs::write(&path, &png).unwrap();
+    let output = fx.dir.join("out.ipc");
+    let out = run(
+        &args![
+            "encode",
+            &path,
+            "-o",
+            &output,
+            "-m",
+            fx.image_pack_path(),
+            "--max-pixels",
+            "100000000000"
+        ],
+        None,
+    );
+    let line = assert_fails(&out, 4);
+    assert!(line.contains("memory"), "{line}");
+}
