@@ -47,7 +47,7 @@ dir = "unused"
 /// Smooth random tiles: a few sinusoids per channel, so V is not pure noise.
 fn instances(n: i64) -> Tensor {
     tch::manual_seed(17);
-    let phase = Tensor::rand([n, 1, 3], (Kind::Float, Device::Cpu)) * 6.28;
+    let phase = Tensor::rand([n, 1, 3], (Kind::Float, Device::Cpu)) * std::f64::consts::TAU;
     let t = Tensor::arange(64, (Kind::Float, Device::Cpu)).reshape([1, 64, 1]) / 64.0;
     ((t * 9.0 + phase).sin() * 0.4 + 0.5).contiguous()
 }
