@@ -62,6 +62,7 @@ enum Described {
     Audio {
         resampled_from: Option<u32>,
         sample_format: String,
+        clipped: u64,
     },
 }
 
@@ -134,23 +135,30 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
                 Described::Audio {
                     resampled_from: read.resampled_from,
                     sample_format: read.sample_format,
+                    clipped: read.clipped,
                 },
             )
         }
     };
     if let (
         Described::Audio {
-            resampled_from: Some(from),
+            resampled_from,
+            clipped,
             ..
         },
         Signal::Audio(a),
     ) = (&described, &signal)
     {
         if !args.quiet && !args.json {
-            eprintln!(
-                "{input_name}: resampled from {from} Hz to {} Hz, the rate of the model pack",
-                a.sample_rate
-            );
+            if let Some(from) = resampled_from {
+                eprintln!(
+                    "{input_name}: resampled from {from} Hz to {} Hz, the rate of the model pack",
+                    a.sample_rate
+                );
+            }
+            if *clipped > 0 {
+                eprintln!("{input_name}: {clipped} float samples outside [-1, 1] clipped to it");
+            }
         }
     }
 
@@ -533,6 +541,7 @@ impl Report<'_> {
                 Described::Audio {
                     resampled_from,
                     sample_format,
+                    clipped,
                 },
             ) => {
                 v["kind"] = json!("audio");
@@ -542,6 +551,7 @@ impl Report<'_> {
                 v["input_sample_rate"] = json!(resampled_from.unwrap_or(a.sample_rate));
                 v["resampled"] = json!(resampled_from.is_some());
                 v["input_sample_format"] = json!(sample_format);
+                v["clipped_samples"] = json!(clipped);
                 v["kbps"] = json!(e.rate);
             }
             _ => unreachable!("the description is made with the signal"),

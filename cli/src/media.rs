@@ -385,6 +385,8 @@ pub struct ReadAudio {
     pub resampled_from: Option<u32>,
     /// The file's sample format, e.g. "16-bit integer".
     pub sample_format: String,
+    /// Float samples outside [-1, 1], clipped to it.
+    pub clipped: u64,
 }
 
 /// Reads a WAV file: 8-, 16-, 24- or 32-bit integer or 32-bit float samples, 1 to 255
@@ -458,6 +460,7 @@ pub fn read_wav(input: Input, max_samples: u64, rate: Option<u32>) -> Result<Rea
     }
 
     let mut samples = Vec::with_capacity(total as usize);
+    let mut clipped = 0u64;
     let read = |e: hound::Error| Failure::invalid(format!("cannot read {name}: {e}"));
     match spec.sample_format {
         hound::SampleFormat::Float => {
@@ -469,6 +472,7 @@ pub fn read_wav(input: Input, max_samples: u64, rate: Option<u32>) -> Result<Rea
                     ))
                     .into());
                 }
+                clipped += u64::from(!(-1.0..=1.0).contains(&s));
                 samples.push(s.clamp(-1.0, 1.0));
             }
         }
@@ -496,6 +500,7 @@ pub fn read_wav(input: Input, max_samples: u64, rate: Option<u32>) -> Result<Rea
         },
         resampled_from: resampler.map(|_| spec.sample_rate),
         sample_format,
+        clipped,
     })
 }
 

@@ -1162,3 +1162,34 @@ fn an_image_larger_than_memory_is_refused_not_aborted() {
     let line = assert_fails(&out, 4);
     assert!(line.contains("memory"), "{line}");
 }
+
+/// Float samples outside [-1, 1] are clipped, and the user is told how many.
+#[test]
+fn clipped_float_samples_are_reported() {
+    let fx = Fixture::new();
+    let path = fx.dir.join("loud.wav");
+    let mut w = hound::WavWriter::create(&path, wav_spec(16_000, 1, 32, true)).unwrap();
+    for i in 0..1600 {
+        w.write_sample(if i % 100 == 0 { 1.5f32 } else { 0.25 })
+            .unwrap();
+    }
+    w.finalize().unwrap();
+    let output = fx.dir.join("out.ipc");
+    let out = fx.encode(&path, &output, &fx.audio_pack_path(), &["--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["clipped_samples"], 16);
+    let mut a = args!["encode", &path, "-o", &output, "-m", fx.audio_pack_path()].to_vec();
+    a.push("--effort=0".into());
+    let out = run(&a, None);
+    assert_success(&out);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("16 float samples outside [-1, 1] clipped"),
+        "{stderr}"
+    );
+    // Nothing said when nothing was clipped.
+    let quiet = fx.write_wav("ok.wav", wav_spec(16_000, 1, 32, true), 1600);
+    let out = fx.encode(&quiet, &output, &fx.audio_pack_path(), &["--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["clipped_samples"], 0);
+}
