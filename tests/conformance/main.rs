@@ -81,63 +81,141 @@ fn read_expected(path: &Path, format: &str) -> Vec<i64> {
     }
 }
 
-#[test]
-fn valid_vectors_decode_exactly_and_within_tolerance() {
+/// The manifest entry of `file` in the list `list` ("vectors" or "invalid").
+fn entry(m: &Value, list: &str, file: &str) -> Value {
+    m[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["file"] == file)
+        .unwrap_or_else(|| panic!("{file} is not in the manifest's {list}"))
+        .clone()
+}
+
+/// A valid vector has the recorded file hash, decodes to exactly the recorded V and
+/// reconstructs within tolerance of the recorded samples.
+fn check_valid(name: &str) {
     let m = manifest();
-    let list = m["vectors"].as_array().unwrap();
-    assert!(list.len() >= 8);
-    for v in list {
-        let name = v["file"].as_str().unwrap();
-        let bytes = std::fs::read(root().join("vectors").join(name)).unwrap();
-        assert_eq!(
-            sha256_hex(&bytes),
-            v["sha256"].as_str().unwrap(),
-            "{name}: file hash"
-        );
-        let pack = pack_for(&m, v);
-        let decoder = Decoder::new(&pack);
-        let (_, q) = decoder.decode_quantised(&bytes).unwrap();
-        let q_bytes: Vec<u8> = q.iter().flat_map(|x| x.to_le_bytes()).collect();
-        assert_eq!(
-            sha256_hex(&q_bytes),
-            v["v_sha256"].as_str().unwrap(),
-            "{name}: decoded V"
-        );
-        let got = samples(&decoder.decode(&bytes).unwrap());
-        let want = read_expected(
-            &root().join("vectors").join(v["expected"].as_str().unwrap()),
-            v["sample_format"].as_str().unwrap(),
-        );
-        assert_eq!(got.len(), want.len(), "{name}: sample count");
-        let tol = v["tolerance"]["max_abs"].as_i64().unwrap();
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .max()
-            .unwrap_or(0);
-        assert!(worst <= tol, "{name}: max abs error {worst} > {tol}");
-    }
+    let v = entry(&m, "vectors", name);
+    let bytes = std::fs::read(root().join("vectors").join(name)).unwrap();
+    assert_eq!(
+        sha256_hex(&bytes),
+        v["sha256"].as_str().unwrap(),
+        "{name}: file hash"
+    );
+    let pack = pack_for(&m, &v);
+    let decoder = Decoder::new(&pack);
+    let (_, q) = decoder.decode_quantised(&bytes).unwrap();
+    let q_bytes: Vec<u8> = q.iter().flat_map(|x| x.to_le_bytes()).collect();
+    assert_eq!(
+        sha256_hex(&q_bytes),
+        v["v_sha256"].as_str().unwrap(),
+        "{name}: decoded V"
+    );
+    let got = samples(&decoder.decode(&bytes).unwrap());
+    let want = read_expected(
+        &root().join("vectors").join(v["expected"].as_str().unwrap()),
+        v["sample_format"].as_str().unwrap(),
+    );
+    assert_eq!(got.len(), want.len(), "{name}: sample count");
+    let tol = v["tolerance"]["max_abs"].as_i64().unwrap();
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .max()
+        .unwrap_or(0);
+    assert!(worst <= tol, "{name}: max abs error {worst} > {tol}");
+}
+
+/// An invalid vector fails with the recorded error, in memory and streaming.
+fn check_invalid(name: &str) {
+    let m = manifest();
+    let v = entry(&m, "invalid", name);
+    let bytes = std::fs::read(root().join("invalid").join(name)).unwrap();
+    let pack = pack_for(&m, &v);
+    let decoder = Decoder::new(&pack);
+    let err = decoder.decode(&bytes).expect_err(name);
+    assert_eq!(err.code(), v["error"].as_str().unwrap(), "{name}: {err}");
+    let err = decoder.decode_reader(&bytes[..]).expect_err(name);
+    assert_eq!(
+        err.code(),
+        v["error"].as_str().unwrap(),
+        "{name} (reader): {err}"
+    );
+}
+
+/// One named test per vector, so that one failure does not hide the others; the list
+/// must name every vector of the manifest (`every_vector_has_a_test`).
+macro_rules! vector_tests {
+    ($check:ident, $list:ident: $($test:ident => $file:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                $check($file);
+            }
+        )*
+        const $list: &[&str] = &[$($file),*];
+    };
+}
+
+vector_tests! { check_valid, VALID:
+    valid_image_rgb_1x1 => "image-rgb-1x1.ipc",
+    valid_image_rgb_9x5_one_padded_tile => "image-rgb-9x5-one-padded-tile.ipc",
+    valid_image_rgb_40x24_partial_tiles => "image-rgb-40x24-partial-tiles.ipc",
+    valid_image_grey_17x11 => "image-grey-17x11.ipc",
+    valid_image_rgb16_12x8 => "image-rgb16-12x8.ipc",
+    valid_image_rgb_16x16_escapes => "image-rgb-16x16-escapes.ipc",
+    valid_image_rgb_24x8_step_override => "image-rgb-24x8-step-override.ipc",
+    valid_audio_mono_1000 => "audio-mono-1000.ipc",
+    valid_audio_stereo_300 => "audio-stereo-300.ipc",
+    valid_audio_mono_1 => "audio-mono-1.ipc",
+    valid_image_rgb_40x24_instance_input => "image-rgb-40x24-instance-input.ipc",
+    valid_image_grey_9x5_instance_input_escapes => "image-grey-9x5-instance-input-escapes.ipc",
+    valid_audio_mono_1000_instance_input => "audio-mono-1000-instance-input.ipc",
+}
+
+vector_tests! { check_invalid, INVALID:
+    invalid_empty => "empty.ipc",
+    invalid_header_only_20_bytes => "header-only-20-bytes.ipc",
+    invalid_truncated_payload => "truncated-payload.ipc",
+    invalid_bad_magic => "bad-magic.ipc",
+    invalid_png_signature => "png-signature.ipc",
+    invalid_bad_checksum => "bad-checksum.ipc",
+    invalid_trailing_bytes => "trailing-bytes.ipc",
+    invalid_future_version => "future-version.ipc",
+    invalid_reserved_flags => "reserved-flags.ipc",
+    invalid_alpha_channel => "alpha-channel.ipc",
+    invalid_modality_zero => "modality-zero.ipc",
+    invalid_zero_width => "zero-width.ipc",
+    invalid_zero_step => "zero-step.ipc",
+    invalid_absurd_dimensions => "absurd-dimensions.ipc",
+    invalid_payload_length_beyond_file => "payload-length-beyond-file.ipc",
+    invalid_payload_length_unaligned => "payload-length-unaligned.ipc",
+    invalid_huge_payload_length => "huge-payload-length.ipc",
+    invalid_quality_level_out_of_range => "quality-level-out-of-range.ipc",
+    invalid_tile_size_mismatch => "tile-size-mismatch.ipc",
+    invalid_audio_file_image_pack => "audio-file-image-pack.ipc",
+    invalid_wrong_pack => "wrong-pack.ipc",
+    invalid_corrupt_payload => "corrupt-payload.ipc",
 }
 
 #[test]
-fn invalid_vectors_fail_with_the_recorded_error() {
+fn every_vector_has_a_test() {
     let m = manifest();
-    let list = m["invalid"].as_array().unwrap();
-    assert!(list.len() >= 10);
-    for v in list {
-        let name = v["file"].as_str().unwrap();
-        let bytes = std::fs::read(root().join("invalid").join(name)).unwrap();
-        let pack = pack_for(&m, v);
-        let decoder = Decoder::new(&pack);
-        let err = decoder.decode(&bytes).expect_err(name);
-        assert_eq!(err.code(), v["error"].as_str().unwrap(), "{name}: {err}");
-        // The streaming path reports the same category.
-        let err = decoder.decode_reader(&bytes[..]).expect_err(name);
+    for (list, named) in [("vectors", VALID), ("invalid", INVALID)] {
+        let mut files: Vec<&str> = m[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["file"].as_str().unwrap())
+            .collect();
+        let mut named = named.to_vec();
+        files.sort_unstable();
+        named.sort_unstable();
         assert_eq!(
-            err.code(),
-            v["error"].as_str().unwrap(),
-            "{name} (reader): {err}"
+            files, named,
+            "{list}: the manifest and the named tests differ"
         );
     }
 }
