@@ -438,15 +438,15 @@ mod tests {
     }
 
     #[test]
-    fn encoder_and_decoder_build_identical_models() {
+    fn models_code_with_the_fixed_point_probabilities_of_their_counts() {
         let table = laplace_table(-20, 41, 700);
-        let a = SymbolModel::new(&table).unwrap();
-        let b = SymbolModel::new(&table.clone()).unwrap();
-        assert_eq!(a.probabilities(), b.probabilities());
-        assert_eq!(
-            a.probabilities(),
-            fixed_point_probabilities(&table.counts).unwrap()
-        );
+        let model = SymbolModel::new(&table).unwrap();
+        let probabilities = fixed_point_probabilities(&table.counts).unwrap();
+        assert_eq!(model.probabilities(), probabilities);
+        // Code lengths follow from them: -log2(p / 2^24).
+        let p0 = f64::from(probabilities[20]);
+        let expected = f64::from(PRECISION) - p0.log2();
+        assert!((model.code_length(0) - expected).abs() < 1e-9);
     }
 
     #[test]

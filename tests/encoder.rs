@@ -301,7 +301,7 @@ fn refinement_improves_quality_and_files_decode() {
     ] {
         let pack = pack(&shape, true);
         let top = (pack.config().quality_levels.len() - 1) as u8;
-        let mut psnr = Vec::new();
+        let (mut psnr, mut bytes) = (Vec::new(), Vec::new());
         for (method, effort) in [(Method::Hyper, 0), (Method::Hyper, 30), (Method::Meta, 30)] {
             let encoder = Encoder::new(
                 &pack,
@@ -336,7 +336,14 @@ fn refinement_improves_quality_and_files_decode() {
             let measured = ipc_codec::encoder::psnr(&signal, &decoded);
             assert!((measured - e.psnr).abs() < 1e-9);
             psnr.push(e.psnr);
+            bytes.push(e.file.len());
         }
+        // Each refined tile keeps at most the bits of its start, so the file may only
+        // differ by the range coder's final words.
+        assert!(
+            bytes[1] <= bytes[0] + 8,
+            "effort 30 must not spend more bits than effort 0: {bytes:?}"
+        );
         assert!(
             psnr[1] > psnr[0] + 0.5,
             "effort 30 should beat one forward pass of a random hypernetwork: {psnr:?}"

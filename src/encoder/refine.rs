@@ -272,6 +272,51 @@ pub(crate) fn refine(
 mod tests {
     use super::*;
 
+    /// One tile of 4 samples, 3 of them real (weight 1), multiplier starting at 0.5.
+    fn one_tile() -> TileBudgets {
+        TileBudgets::new(&[1.0, 1.0, 1.0, 0.0], 4, 0.5)
+    }
+
+    #[test]
+    fn the_first_iterate_sets_the_budget_and_is_kept() {
+        let mut b = one_tile();
+        assert!(b.observe(0, 10.0, 100.0));
+        assert_eq!(
+            b.rate_weight(0),
+            0.5 / 3.0,
+            "multiplier over the real samples"
+        );
+        // Within budget but no better: not kept; the multiplier shrinks.
+        assert!(!b.observe(0, 10.0, 90.0));
+        assert!((b.rate_weight(0) - 0.5 * MU_DOWN / 3.0).abs() < 1e-15);
+        // Better and within budget: kept.
+        assert!(b.observe(0, 9.0, 100.0));
+    }
+
+    #[test]
+    fn over_budget_iterates_are_never_kept_and_raise_the_multiplier() {
+        let mut b = one_tile();
+        b.observe(0, 10.0, 100.0);
+        for k in 1..=3 {
+            assert!(!b.observe(0, 1.0, 100.5), "better but over budget");
+            let expected = 0.5 * MU_UP.powi(k) / 3.0;
+            assert!((b.rate_weight(0) - expected).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn the_multiplier_never_falls_below_its_floor() {
+        let mut b = one_tile();
+        b.observe(0, 10.0, 100.0);
+        for _ in 0..1000 {
+            b.observe(0, 10.0, 50.0);
+        }
+        assert!((b.rate_weight(0) - 0.5 * MU_FLOOR / 3.0).abs() < 1e-18);
+        // A level trained with lambda 0 starts from the absolute floor.
+        let zero = TileBudgets::new(&[1.0; 4], 4, 0.0);
+        assert_eq!(zero.rate_weight(0), MU_FLOOR / 4.0);
+    }
+
     #[test]
     fn learning_rate_runs_from_start_to_end_in_units_of_the_capped_step() {
         for (step, unit) in [(0.25f32, 0.25), (1.0, 1.0), (4.0, LR_UNIT_CAP)] {
