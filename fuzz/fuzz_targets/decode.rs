@@ -1,6 +1,7 @@
 //! Arbitrary bytes through the whole decoder: container parsing, limits, pack checks,
 //! entropy decoding and synthesis. The pack is the conformance image pack; inputs that
-//! name it (seeded from codec-tests/vectors) reach the payload decoder.
+//! name it (seeded from codec-tests/vectors) reach the payload decoder. The in-memory
+//! and streaming decoders must agree on every input.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -34,7 +35,12 @@ fuzz_target!(|data: &[u8]| {
     };
     for pack in packs() {
         let decoder = Decoder::with_options(pack, options);
-        let _ = decoder.decode(data);
-        let _ = decoder.decode_reader(data);
+        // The in-memory and the streaming decoder must agree: the same signal, or an
+        // error of the same category.
+        match (decoder.decode(data), decoder.decode_reader(data)) {
+            (Ok(a), Ok(b)) => assert!(a == b, "the two decoders decode differently"),
+            (Err(a), Err(b)) => assert_eq!(a.code(), b.code(), "{a} / {b}"),
+            (a, b) => panic!("the decoders disagree: {:?} / {:?}", a.err(), b.err()),
+        }
     }
 });
