@@ -200,6 +200,14 @@ fn weighted_mse(recon: &Tensor, target: &Tensor, weight: &Tensor) -> Tensor {
     sse / (weight.sum_dim_intlist(&[1i64][..], false, Kind::Float) * channels).clamp_min(1e-12)
 }
 
+/// The gradient of the scalar `loss` with respect to `leaf`.
+fn one_gradient(loss: &Tensor, leaf: &Tensor) -> Result<Tensor, EncodeError> {
+    Tensor::f_run_backward(&[loss], &[leaf], false, false)
+        .map_err(torch_error)?
+        .pop()
+        .ok_or_else(|| EncodeError::Input("libtorch returned no gradient".into()))
+}
+
 /// Rounds half away from zero, as `f32::round` does in the CPU encoder.
 fn round_half_away(u: &Tensor) -> Tensor {
     u.sign() * (u.abs() + 0.5).floor()
@@ -253,24 +261,33 @@ impl<'p> TorchBackend<'p> {
     }
 
     /// V of a batch before quantisation, `[batch, rows, columns]` as in the pack.
-    pub fn predict(&self, x: &Tensor, w: &Tensor, level: usize) -> Tensor {
+    pub fn predict(&self, x: &Tensor, w: &Tensor, level: usize) -> Result<Tensor, EncodeError> {
         let n = x.size()[0];
-        match self.method {
+        let missing = |what: &str| {
+            EncodeError::Input(format!("the libtorch model of the pack has no {what}"))
+        };
+        Ok(match self.method {
             Method::Hyper => {
-                let hyper = self.model.hyper.as_ref().expect("hyper model");
+                let hyper = self
+                    .model
+                    .hyper
+                    .as_ref()
+                    .ok_or_else(|| missing("hypernetwork"))?;
                 let levels = Tensor::full([n], level as i64, (Kind::Int64, x.device()));
                 tch::no_grad(|| hyper.forward(x, &levels))
             }
             Method::Meta => {
                 let e = &self.model.config.encoder;
-                let v0 = self.model.v0.as_ref().expect("meta model");
+                let v0 = self
+                    .model
+                    .v0
+                    .as_ref()
+                    .ok_or_else(|| missing("meta-learned V0"))?;
                 let mut v = v0.detach().unsqueeze(0).expand([n, -1, -1], false).copy();
                 for _ in 0..e.inner_steps {
                     let leaf = v.detach().set_requires_grad(true);
                     let mse = weighted_mse(&self.model.synthesize(&leaf), x, w).sum(Kind::Float);
-                    let grad = Tensor::run_backward(&[&mse], &[&leaf], false, false)
-                        .pop()
-                        .expect("one gradient");
+                    let grad = one_gradient(&mse, &leaf)?;
                     let scale =
                         leaf.detach()
                             .square()
@@ -279,7 +296,7 @@ impl<'p> TorchBackend<'p> {
                 }
                 v.detach()
             }
-        }
+        })
     }
 
     /// Quantisation-aware refinement of one batch (the CPU encoder's algorithm).
@@ -293,12 +310,12 @@ impl<'p> TorchBackend<'p> {
         step: f32,
         lambda: f64,
         progress: &mut dyn FnMut(usize),
-    ) -> Vec<i32> {
+    ) -> Result<Vec<i32>, EncodeError> {
         let n = x.size()[0] as usize;
         let v_len = (v.size()[1] * v.size()[2]) as usize;
         let iterations = self.effort;
         let weights: Vec<f32> =
-            Vec::try_from(w.to_device(Device::Cpu).flatten(0, -1)).expect("weights");
+            Vec::try_from(w.to_device(Device::Cpu).flatten(0, -1)).map_err(torch_error)?;
         let mut budgets = refine::TileBudgets::new(&weights, weights.len() / n, lambda);
         let mut best_q = vec![0i32; n * v_len];
         let mut m1 = v.zeros_like();
@@ -311,10 +328,10 @@ impl<'p> TorchBackend<'p> {
             let mse = weighted_mse(&self.model.synthesize(&leaf), x, w);
             let q_cpu: Vec<i32> =
                 Vec::try_from(q.to_kind(Kind::Int).to_device(Device::Cpu).flatten(0, -1))
-                    .expect("i32 values");
+                    .map_err(torch_error)?;
             let mse_cpu: Vec<f64> =
                 Vec::try_from(mse.detach().to_kind(Kind::Double).to_device(Device::Cpu))
-                    .expect("f64 values");
+                    .map_err(torch_error)?;
             for (t, &m) in mse_cpu.iter().enumerate() {
                 let span = t * v_len..(t + 1) * v_len;
                 if budgets.observe(t, m, rate.bits(&q_cpu[span.clone()])) {
@@ -324,11 +341,9 @@ impl<'p> TorchBackend<'p> {
             if !want_grad {
                 break;
             }
-            let grad = Tensor::run_backward(&[&mse.sum(Kind::Float)], &[&leaf], false, false)
-                .pop()
-                .expect("one gradient");
+            let grad = one_gradient(&mse.sum(Kind::Float), &leaf)?;
             let v_cpu: Vec<f32> =
-                Vec::try_from(v.to_device(Device::Cpu).flatten(0, -1)).expect("f32");
+                Vec::try_from(v.to_device(Device::Cpu).flatten(0, -1)).map_err(torch_error)?;
             for (t, (vt, gt)) in v_cpu
                 .chunks_exact(v_len)
                 .zip(rate_grad.chunks_exact_mut(v_len))
@@ -354,7 +369,7 @@ impl<'p> TorchBackend<'p> {
             v = (&v - update).detach();
             progress(it + 1);
         }
-        best_q
+        Ok(best_q)
     }
 }
 
@@ -377,7 +392,7 @@ impl VBackend for TorchBackend<'_> {
         for b in 0..batches {
             let range = b * TILES_PER_BATCH..((b + 1) * TILES_PER_BATCH).min(tiles.count);
             let (x, w) = self.batch(tiles, range);
-            let v = self.predict(&x, &w, usize::from(level));
+            let v = self.predict(&x, &w, usize::from(level))?;
             if self.effort == 0 {
                 let q = round_half_away(&(&v / f64::from(step)));
                 let q: Vec<i32> =
@@ -389,7 +404,7 @@ impl VBackend for TorchBackend<'_> {
                 let q = self.refine(&x, &w, v, &rate, step, lambda, &mut |done| {
                     // Batches run one after another; report steps over all of them.
                     progress(b * effort + done, batches * effort)
-                });
+                })?;
                 out.extend(q);
             }
         }
