@@ -116,11 +116,18 @@ impl Fixture {
 
     /// Runs `encode IN -o OUT --model PACK --quiet EXTRA...` and expects success.
     fn encode(&self, input: &Path, output: &Path, pack: &Path, extra: &[&str]) -> Output {
-        let mut a = args!["encode", input, "-o", output, "--model", pack, "--quiet"].to_vec();
-        a.extend(extra.iter().map(OsString::from));
-        let out = run(&a, None);
+        let mut a = vec!["--quiet"];
+        a.extend_from_slice(extra);
+        let out = self.try_encode(input, output, pack, &a);
         assert_success(&out);
         out
+    }
+
+    /// Runs `encode IN -o OUT --model PACK EXTRA...`, whatever its outcome.
+    fn try_encode(&self, input: &Path, output: &Path, pack: &Path, extra: &[&str]) -> Output {
+        let mut a = args!["encode", input, "-o", output, "--model", pack].to_vec();
+        a.extend(extra.iter().map(OsString::from));
+        run(&a, None)
     }
 }
 
@@ -801,10 +808,7 @@ fn the_output_is_never_the_input() {
         same.push(fx.dir.join("soft.png"));
     }
     for output in &same {
-        let out = run(
-            &args!["encode", &png, "-o", output, "-m", fx.image_pack_path()],
-            None,
-        );
+        let out = fx.try_encode(&png, &output, &fx.image_pack_path(), &[]);
         let line = assert_fails(&out, 2);
         assert!(line.contains("same file"), "{line}");
         assert_eq!(fs::read(&png).unwrap(), original, "input changed");
@@ -914,17 +918,11 @@ fn effort_is_bounded_and_progress_can_be_asked_for() {
     let input = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
     let output = fx.dir.join("out.ipc");
     for bad in ["1001", "1000000", "-1", "lots"] {
-        let out = run(
-            &args![
-                "encode",
-                &input,
-                "-o",
-                &output,
-                "-m",
-                fx.image_pack_path(),
-                format!("--effort={bad}")
-            ],
-            None,
+        let out = fx.try_encode(
+            &input,
+            &output,
+            &fx.image_pack_path(),
+            &[&format!("--effort={bad}")],
         );
         let line = assert_fails(&out, 2);
         assert!(line.contains("--effort"), "{line}");
@@ -946,19 +944,11 @@ fn effort_is_bounded_and_progress_can_be_asked_for() {
     assert!(!output.exists());
 
     // Standard error is a pipe here: no bar, but --progress prints lines.
-    let out = run(
-        &args![
-            "encode",
-            &input,
-            "-o",
-            &output,
-            "-m",
-            fx.image_pack_path(),
-            "--effort",
-            "3",
-            "--progress"
-        ],
-        None,
+    let out = fx.try_encode(
+        &input,
+        &output,
+        &fx.image_pack_path(),
+        &["--effort", "3", "--progress"],
     );
     assert_success(&out);
     let stderr = text(&out.stderr);
@@ -966,19 +956,7 @@ fn effort_is_bounded_and_progress_can_be_asked_for() {
         stderr.contains("encoding: trial 1, level") && stderr.contains("3/3 steps"),
         "{stderr}"
     );
-    let out = run(
-        &args![
-            "encode",
-            &input,
-            "-o",
-            &output,
-            "-m",
-            fx.image_pack_path(),
-            "--effort",
-            "3"
-        ],
-        None,
-    );
+    let out = fx.try_encode(&input, &output, &fx.image_pack_path(), &["--effort", "3"]);
     assert!(!text(&out.stderr).contains("encoding:"));
 }
 
@@ -1051,7 +1029,7 @@ fn truncated_inputs_are_errors() {
             let path = fx.dir.join(&name);
             fs::write(&path, &bytes[..cut]).unwrap();
             let output = fx.dir.join("out.ipc");
-            let out = run(&args!["encode", &path, "-o", &output, "-m", &pack], None);
+            let out = fx.try_encode(&path, &output, &pack, &[]);
             let line = assert_fails(&out, 3);
             assert!(line.contains(&name), "{line}");
             assert!(!output.exists());
@@ -1073,18 +1051,11 @@ fn limits_count_the_padded_tiles() {
     let fx = Fixture::new();
     let strip = fx.write_image("strip.png", &rgb(2000, 1).into(), ImageFormat::Png);
     let output = fx.dir.join("out.ipc");
-    let out = run(
-        &args![
-            "encode",
-            &strip,
-            "-o",
-            &output,
-            "-m",
-            fx.image_pack_path(),
-            "--max-pixels",
-            "10000"
-        ],
-        None,
+    let out = fx.try_encode(
+        &strip,
+        &output,
+        &fx.image_pack_path(),
+        &["--max-pixels", "10000"],
     );
     let line = assert_fails(&out, 4);
     assert!(
@@ -1146,18 +1117,11 @@ fn an_image_larger_than_memory_is_refused_not_aborted() {
     let path = fx.dir.join("bomb.png");
     fs::write(&path, &png).unwrap();
     let output = fx.dir.join("out.ipc");
-    let out = run(
-        &args![
-            "encode",
-            &path,
-            "-o",
-            &output,
-            "-m",
-            fx.image_pack_path(),
-            "--max-pixels",
-            "100000000000"
-        ],
-        None,
+    let out = fx.try_encode(
+        &path,
+        &output,
+        &fx.image_pack_path(),
+        &["--max-pixels", "100000000000"],
     );
     let line = assert_fails(&out, 4);
     assert!(line.contains("memory"), "{line}");
