@@ -19,11 +19,11 @@ use crate::input::load_pack;
 use crate::media::{read_image, read_wav, Input, InputFormat};
 use crate::packs::BuiltIn;
 
-/// Refinement steps when `--effort` is not given. With the stop-8 image pack (IPC's
-/// orientation), 20 steps gave +0.3 dB at 0.5 bpp and +0.6 dB at 1 bpp over none on the
-/// 13 held-out training photos, at slightly fewer bits (+0.4 / +0.7 dB on Kodak,
-/// docs/results.md), and the default encode of a 768x512 photo takes 4.2 s on two cores
-/// (within the 5 s budget); `--effort 0` is the one-pass encoder (0.35 s on one core).
+/// Refinement steps when `--effort` is not given. With the stop-9 image pack, 20 steps
+/// give +0.7 dB at 0.5 bpp and +0.4 dB at 1 bpp over none on the 13 held-out training
+/// photos, at slightly fewer bits (+0.8 / +0.4 dB on Kodak, docs/results.md), and the
+/// default encode of a 768x512 photo takes 3.9 s on two cores (within the 5 s budget);
+/// `--effort 0` is the one-pass encoder (0.34 s on one core).
 pub const DEFAULT_EFFORT: usize = 20;
 
 /// The most refinement steps `--effort` accepts: each step costs about what a decode
