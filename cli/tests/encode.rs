@@ -808,7 +808,7 @@ fn the_output_is_never_the_input() {
         same.push(fx.dir.join("soft.png"));
     }
     for output in &same {
-        let out = fx.try_encode(&png, &output, &fx.image_pack_path(), &[]);
+        let out = fx.try_encode(&png, output, &fx.image_pack_path(), &[]);
         let line = assert_fails(&out, 2);
         assert!(line.contains("same file"), "{line}");
         assert_eq!(fs::read(&png).unwrap(), original, "input changed");
