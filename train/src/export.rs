@@ -82,21 +82,32 @@ pub fn fitted_entropy_tables(model: &IpcModel, instances: &Tensor) -> EntropyTab
     let elements = rows * columns;
     let n = instances.size()[0];
     let device = instances.device();
+    let predict = |level: usize| {
+        let mut v = Vec::with_capacity(n as usize * elements);
+        for batch in instances.split(FIT_BATCH, 0) {
+            let ids = Tensor::full([batch.size()[0]], level as i64, (Kind::Int64, device));
+            v.extend(values(&model.predict_v(&batch, &ids, false)));
+        }
+        v
+    };
+    // Without level conditioning V is the same at every level: predicted once.
+    let shared = (!cfg.encoder.level_conditioning).then(|| predict(0));
+    let mut q = vec![0i32; n as usize * elements];
     let levels = cfg
         .rate
         .levels
         .iter()
         .enumerate()
         .map(|(l, level)| {
-            let step = effective_step(level.step) as f32;
-            let mut q = Vec::with_capacity(n as usize * elements);
-            for batch in instances.split(FIT_BATCH, 0) {
-                let ids = Tensor::full([batch.size()[0]], l as i64, (Kind::Int64, device));
-                let v = values(&model.predict_v(&batch, &ids, false));
-                let start = q.len();
-                q.resize(start + v.len(), 0);
-                ipc_codec::encoder::refine::quantise(&v, step, &mut q[start..]);
-            }
+            let own;
+            let v = match &shared {
+                Some(v) => v,
+                None => {
+                    own = predict(l);
+                    &own
+                }
+            };
+            ipc_codec::encoder::refine::quantise(v, effective_step(level.step) as f32, &mut q);
             fitted_tables(&q, elements, cfg.rate.table_half_width)
         })
         .collect();
