@@ -32,7 +32,8 @@ Exit status:
 
 const ENCODE_AFTER_HELP: &str = "\
 The input format is found from the file's content: PNG (grey or RGB, 8 or 16 bits),
-JPEG, or WAV (8-, 16-, 24- or 32-bit integer or 32-bit float, 1 to 255 channels).
+JPEG, or WAV (1- to 32-bit integer or 32- or 64-bit float, 1 to 255 channels; a WAV
+written to a pipe, with its sizes left unset, is read to its end).
 Without --model, images use the built-in image pack and WAV files the built-in speech
 pack. A WAV file at another sample rate than the pack's is resampled to it first
 (band-limited), and the file records the pack's rate.

@@ -212,29 +212,12 @@ fn encode<W: Write + Seek>(decoded: Decoded, out: &mut W) -> Result<()> {
     Ok(())
 }
 
-fn write_wav<W: Write + Seek>(audio: &DecodedAudio, out: &mut W) -> Result<()> {
-    let spec = hound::WavSpec {
-        channels: u16::from(audio.channels),
-        sample_rate: audio.sample_rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    // A RIFF file counts its bytes in 32 bits; leave room for the header.
-    let samples = u32::try_from(audio.samples.len())
-        .ok()
-        .filter(|&n| u64::from(n) * 2 <= u64::from(u32::MAX) - 1024)
-        .with_context(|| {
-            format!(
-                "{} samples do not fit in a WAV file (at most 4 GiB)",
-                audio.samples.len()
-            )
-        })?;
-    let mut writer = hound::WavWriter::new(out, spec)?;
-    let mut w16 = writer.get_i16_writer(samples);
-    for &s in &audio.samples {
-        w16.write_sample(s);
-    }
-    w16.flush()?;
-    writer.finalize()?;
+fn write_wav<W: Write>(audio: &DecodedAudio, out: &mut W) -> Result<()> {
+    ipc_wav::write_pcm16(
+        out,
+        u16::from(audio.channels),
+        audio.sample_rate,
+        &audio.samples,
+    )?;
     Ok(())
 }

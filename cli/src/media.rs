@@ -389,108 +389,65 @@ pub struct ReadAudio {
     pub clipped: u64,
 }
 
-/// Reads a WAV file: 8-, 16-, 24- or 32-bit integer or 32-bit float samples, 1 to 255
-/// channels; resamples it to `rate` if that is given and differs.
+/// Reads a WAV file (integer samples of 1 to 32 bits, 32- or 64-bit float samples,
+/// plain or extensible headers, 1 to 255 channels; a stream written to a pipe, whose
+/// sizes are unknown, is read to its end) and resamples it to `rate` if that is given
+/// and differs. The sample count is checked against `max_samples` before anything is
+/// allocated when the file declares it, and as it is read when it does not.
 pub fn read_wav(input: Input, max_samples: u64, rate: Option<u32>) -> Result<ReadAudio> {
     let name = input.name;
-    let invalid = |e: hound::Error| -> anyhow::Error {
-        match e {
-            hound::Error::Unsupported => {
-                Failure::unsupported(format!("{name}: unsupported kind of WAV file"))
-            }
-            e => Failure::invalid(format!("cannot read {name}: {e}")),
-        }
-        .into()
-    };
-    let mut reader = hound::WavReader::new(input.reader).map_err(invalid)?;
-    let spec = reader.spec();
-    let channels = u8::try_from(spec.channels)
-        .ok()
-        .filter(|&c| c > 0)
-        .ok_or_else(|| {
-            Failure::unsupported(format!(
-                "{name} has {} channels; 1 to 255 can be coded",
-                spec.channels
-            ))
-        })?;
-    let sample_format = match (spec.sample_format, spec.bits_per_sample) {
-        (hound::SampleFormat::Int, 8 | 16 | 24 | 32) => {
-            format!("{}-bit integer", spec.bits_per_sample)
-        }
-        (hound::SampleFormat::Float, 32) => "32-bit float".to_string(),
-        (f, bits) => {
-            let kind = if f == hound::SampleFormat::Float {
-                "float"
-            } else {
-                "integer"
-            };
-            return Err(Failure::unsupported(format!(
-                "{name} has {bits}-bit {kind} samples; 8-, 16-, 24- or 32-bit integer or \
-                 32-bit float can be coded"
-            ))
-            .into());
-        }
-    };
-    if spec.sample_rate == 0 {
-        return Err(Failure::invalid(format!("{name} has a sample rate of 0 Hz")).into());
-    }
-    let frames = u64::from(reader.duration());
-    if frames == 0 {
-        return Err(Failure::invalid(format!("{name} holds no audio (0 frames)")).into());
-    }
-    let total = frames * u64::from(channels);
-    let too_many = |n: u64, what: &str| -> anyhow::Error {
+    let too_many = |n: Option<u64>, what: &str| -> anyhow::Error {
+        let count = match n {
+            Some(n) => format!("has {n} samples{what}, above"),
+            None => format!("has more samples{what} than"),
+        };
         Failure::unsupported(format!(
-            "{name} has {n} samples{what}, above the limit of {max_samples} (raise it with \
-             --max-samples)"
+            "{name} {count} the limit of {max_samples} (raise it with --max-samples)"
         ))
         .into()
     };
-    if total > max_samples {
-        return Err(too_many(total, ""));
-    }
+    let failed = |e: ipc_wav::Error| -> anyhow::Error {
+        match e {
+            ipc_wav::Error::TooManySamples { declared, .. } => too_many(declared, ""),
+            e if e.is_unsupported() => Failure::unsupported(format!("{name}: {e}")).into(),
+            e => Failure::invalid(format!("cannot read {name}: {e}")).into(),
+        }
+    };
+    let reader = ipc_wav::WavReader::new(input.reader).map_err(failed)?;
+    let format = *reader.format();
+    let channels = u8::try_from(format.channels).map_err(|_| {
+        Failure::unsupported(format!(
+            "{name} has {} channels; 1 to 255 can be coded",
+            format.channels
+        ))
+    })?;
     let resampler = rate
-        .filter(|&r| r > 0 && r != spec.sample_rate)
-        .map(|r| Resampler::new(spec.sample_rate, r));
-    if let Some(r) = &resampler {
-        let after = r.output_frames(frames) * u64::from(channels);
-        if after > max_samples {
-            return Err(too_many(after, " after resampling"));
+        .filter(|&r| r > 0 && r != format.sample_rate)
+        .map(|r| Resampler::new(format.sample_rate, r));
+    // What the file declares is checked before reading; a stream is checked after.
+    let check = |frames: u64| -> Result<()> {
+        if frames == 0 {
+            return Err(Failure::invalid(format!("{name} holds no audio (0 frames)")).into());
         }
-    }
-
-    let mut samples = Vec::with_capacity(total as usize);
-    let mut clipped = 0u64;
-    let read = |e: hound::Error| Failure::invalid(format!("cannot read {name}: {e}"));
-    match spec.sample_format {
-        hound::SampleFormat::Float => {
-            for (i, s) in reader.samples::<f32>().enumerate() {
-                let s = s.map_err(read)?;
-                if !s.is_finite() {
-                    return Err(Failure::invalid(format!(
-                        "{name}: sample {i} is {s}, not a number in [-1, 1]"
-                    ))
-                    .into());
-                }
-                clipped += u64::from(!(-1.0..=1.0).contains(&s));
-                samples.push(s.clamp(-1.0, 1.0));
+        if let Some(r) = &resampler {
+            let after = r.output_frames(frames) * u64::from(channels);
+            if after > max_samples {
+                return Err(too_many(Some(after), " after resampling"));
             }
         }
-        hound::SampleFormat::Int => {
-            let scale = 1.0 / f64::from(1u32 << (spec.bits_per_sample - 1));
-            for s in reader.samples::<i32>() {
-                samples.push((f64::from(s.map_err(read)?) * scale) as f32);
-            }
-        }
+        Ok(())
+    };
+    if let Some(frames) = reader.declared_frames() {
+        check(frames)?;
     }
-    // A data chunk whose length is no whole number of frames ends in a partial one.
-    samples.truncate(samples.len() / usize::from(channels) * usize::from(channels));
+    let audio = reader.read_all(max_samples).map_err(failed)?;
+    check(audio.frames())?;
     let (samples, sample_rate) = match &resampler {
         Some(r) => (
-            r.process(&samples, usize::from(channels)),
+            r.process(&audio.samples, usize::from(channels)),
             rate.expect("a resampler has a target rate"),
         ),
-        None => (samples, spec.sample_rate),
+        None => (audio.samples, format.sample_rate),
     };
     Ok(ReadAudio {
         signal: AudioSignal {
@@ -498,9 +455,9 @@ pub fn read_wav(input: Input, max_samples: u64, rate: Option<u32>) -> Result<Rea
             channels,
             samples,
         },
-        resampled_from: resampler.map(|_| spec.sample_rate),
-        sample_format,
-        clipped,
+        resampled_from: resampler.map(|_| format.sample_rate),
+        sample_format: format.describe(),
+        clipped: audio.clipped,
     })
 }
 

@@ -1167,3 +1167,140 @@ fn clipped_float_samples_are_reported() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["clipped_samples"], 0);
 }
+
+/// A WAV file built by hand (for what hound does not write): RIFF header, a `fmt `
+/// chunk with format tag `tag`, and a `data` chunk whose size field is `data_size`.
+fn raw_wav(tag: u16, rate: u32, bits: u16, data: &[u8], data_size: u32) -> Vec<u8> {
+    let align = bits / 8;
+    let mut f = b"RIFF".to_vec();
+    f.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    f.extend_from_slice(b"WAVEfmt ");
+    f.extend_from_slice(&16u32.to_le_bytes());
+    f.extend_from_slice(&tag.to_le_bytes());
+    f.extend_from_slice(&1u16.to_le_bytes());
+    f.extend_from_slice(&rate.to_le_bytes());
+    f.extend_from_slice(&(rate * u32::from(align)).to_le_bytes());
+    f.extend_from_slice(&align.to_le_bytes());
+    f.extend_from_slice(&bits.to_le_bytes());
+    f.extend_from_slice(b"data");
+    f.extend_from_slice(&data_size.to_le_bytes());
+    f.extend_from_slice(data);
+    f
+}
+
+/// A 64-bit float WAV is a valid file: it encodes exactly as the same samples in
+/// 32-bit floats do (every value here is exact in both).
+#[test]
+fn a_64_bit_float_wav_encodes() {
+    let fx = Fixture::new();
+    let values: Vec<f64> = (0..3200)
+        .map(|i| f64::from((i * 37) % 1024) / 1024.0 - 0.5)
+        .collect();
+    let f64_data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f32_data: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| (v as f32).to_le_bytes())
+        .collect();
+    let wide = fx.dir.join("f64.wav");
+    fs::write(
+        &wide,
+        raw_wav(3, 16_000, 64, &f64_data, f64_data.len() as u32),
+    )
+    .unwrap();
+    let narrow = fx.dir.join("f32.wav");
+    fs::write(
+        &narrow,
+        raw_wav(3, 16_000, 32, &f32_data, f32_data.len() as u32),
+    )
+    .unwrap();
+    let (a, b) = (fx.dir.join("a.ipc"), fx.dir.join("b.ipc"));
+    let out = fx.encode(&wide, &a, &fx.audio_pack_path(), &["--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["input_sample_format"], "64-bit float", "{v}");
+    fx.encode(&narrow, &b, &fx.audio_pack_path(), &[]);
+    assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+}
+
+/// A WAV written to a pipe (ffmpeg leaves its sizes at 0xFFFFFFFF, others at 0, SoX at
+/// 0x7FFFF000) is read to its end, from a file or from standard input, and encodes
+/// exactly as the same audio with its sizes filled in; the sample limit still holds.
+#[test]
+fn a_wav_written_to_a_pipe_encodes() {
+    let fx = Fixture::new();
+    let whole = fx.write_wav("whole.wav", wav_spec(16_000, 1, 16, false), 3200);
+    let reference = fx.dir.join("reference.ipc");
+    fx.encode(&whole, &reference, &fx.audio_pack_path(), &[]);
+    let bytes = fs::read(&whole).unwrap();
+    let data_at = bytes.windows(4).position(|w| w == b"data").unwrap();
+    for size in [0u32, u32::MAX, 0x7FFF_F000] {
+        let mut streamed = bytes.clone();
+        streamed[4..8].copy_from_slice(&size.to_le_bytes());
+        streamed[data_at + 4..data_at + 8].copy_from_slice(&size.to_le_bytes());
+        let path = fx.dir.join("streamed.wav");
+        fs::write(&path, &streamed).unwrap();
+        let output = fx.dir.join("streamed.ipc");
+        fx.encode(&path, &output, &fx.audio_pack_path(), &[]);
+        assert_eq!(
+            fs::read(&output).unwrap(),
+            fs::read(&reference).unwrap(),
+            "{size:#x}"
+        );
+        let out = run(
+            &args![
+                "encode",
+                "-",
+                "-o",
+                "-",
+                "-m",
+                fx.audio_pack_path(),
+                "--quiet"
+            ],
+            Some(&streamed),
+        );
+        assert_success(&out);
+        assert_eq!(
+            out.stdout,
+            fs::read(&reference).unwrap(),
+            "{size:#x}, stdin"
+        );
+
+        let line = encode_fails(
+            &fx,
+            &path,
+            Some(&fx.audio_pack_path()),
+            &["--max-samples", "3000"],
+            4,
+        );
+        assert!(line.contains("--max-samples"), "{line}");
+        fs::remove_file(&path).unwrap();
+        fs::remove_file(&output).unwrap();
+    }
+}
+
+/// Valid WAV files of a kind that is not read (A-law, 16-bit floats) are unsupported
+/// (exit status 4) with a message that says what they are; a damaged one is invalid
+/// (exit status 3).
+#[test]
+fn other_kinds_of_wav_are_unsupported_and_damaged_ones_invalid() {
+    let fx = Fixture::new();
+    for (tag, bits, what) in [(6u16, 8u16, "A-law"), (3, 16, "16-bit float")] {
+        let path = fx.dir.join("other.wav");
+        fs::write(&path, raw_wav(tag, 8000, bits, &[0; 64], 64)).unwrap();
+        let line = encode_fails(&fx, &path, Some(&fx.audio_pack_path()), &[], 4);
+        assert!(line.contains(what) && line.contains("other.wav"), "{line}");
+        fs::remove_file(&path).unwrap();
+    }
+    let mut bad_align = raw_wav(1, 8000, 16, &[0; 64], 64);
+    bad_align[32] = 5;
+    let path = fx.dir.join("bad.wav");
+    fs::write(&path, bad_align).unwrap();
+    let line = encode_fails(&fx, &path, Some(&fx.audio_pack_path()), &[], 3);
+    assert!(line.contains("block alignment"), "{line}");
+    let nan: Vec<u8> = [0.5f32, f32::NAN]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    fs::write(&path, raw_wav(3, 16_000, 32, &nan, 8)).unwrap();
+    let line = encode_fails(&fx, &path, Some(&fx.audio_pack_path()), &[], 3);
+    assert!(line.contains("sample 1"), "{line}");
+}

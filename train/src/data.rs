@@ -48,7 +48,7 @@ pub enum DataError {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: hound::Error,
+        source: ipc_wav::Error,
     },
     /// A WAV file has another sample rate than the one asked for.
     #[error("{path}: sample rate {found} Hz, expected {expected} Hz (resample it first, e.g. `ffmpeg -i IN -ar {expected} OUT.wav`)")]
@@ -593,67 +593,37 @@ pub struct AudioSet {
     pub sample_rate: u32,
 }
 
-/// Reads a WAV file as mono f32 in `[-1, 1]`: 8/16/24/32-bit integer or 32-bit float
-/// PCM, mono or stereo (averaged).
+/// Reads a WAV file as mono f32 in `[-1, 1]` (every format `ipc_wav` reads, mono or
+/// stereo, stereo averaged), at most [`ipc_codec::Limits`]'s default sample count.
 pub fn read_wav(path: &Path, sample_rate: u32) -> Result<Vec<f32>, DataError> {
-    let wav_err = |e| DataError::Wav {
+    let wav_err = |source| DataError::Wav {
         path: path.to_path_buf(),
-        source: e,
+        source,
     };
-    let mut reader = hound::WavReader::open(path).map_err(wav_err)?;
-    let spec = reader.spec();
-    if spec.sample_rate != sample_rate {
+    let file = fs::File::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader = ipc_wav::WavReader::new(std::io::BufReader::new(file)).map_err(wav_err)?;
+    let format = *reader.format();
+    if format.sample_rate != sample_rate {
         return Err(DataError::SampleRate {
             path: path.to_path_buf(),
-            found: spec.sample_rate,
+            found: format.sample_rate,
             expected: sample_rate,
         });
     }
-    let channels = spec.channels as usize;
-    if !(1..=2).contains(&channels) {
+    if !(1..=2).contains(&format.channels) {
         return Err(DataError::UnsupportedWav {
             path: path.to_path_buf(),
-            reason: format!("{channels} channels (mono or stereo only)"),
+            reason: format!("{} channels (mono or stereo only)", format.channels),
         });
     }
-    let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Int => {
-            if !(1..=32).contains(&spec.bits_per_sample) {
-                return Err(DataError::UnsupportedWav {
-                    path: path.to_path_buf(),
-                    reason: format!("{}-bit integer samples", spec.bits_per_sample),
-                });
-            }
-            let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f64;
-            reader
-                .samples::<i32>()
-                .map(|s| s.map(|v| (v as f64 * scale) as f32))
-                .collect::<Result<_, _>>()
-                .map_err(wav_err)?
-        }
-        hound::SampleFormat::Float => {
-            if spec.bits_per_sample != 32 {
-                return Err(DataError::UnsupportedWav {
-                    path: path.to_path_buf(),
-                    reason: format!("{}-bit float samples (32-bit only)", spec.bits_per_sample),
-                });
-            }
-            reader
-                .samples::<f32>()
-                .map(|s| {
-                    s.map(|v| {
-                        if v.is_finite() {
-                            v.clamp(-1.0, 1.0)
-                        } else {
-                            0.0
-                        }
-                    })
-                })
-                .collect::<Result<_, _>>()
-                .map_err(wav_err)?
-        }
-    };
-    Ok(if channels == 2 {
+    let interleaved = reader
+        .read_all(ipc_codec::Limits::default().max_samples)
+        .map_err(wav_err)?
+        .samples;
+    Ok(if format.channels == 2 {
         interleaved
             .chunks_exact(2)
             .map(|p| 0.5 * (p[0] + p[1]))

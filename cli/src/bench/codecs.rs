@@ -586,27 +586,18 @@ pub fn code_audio(
 }
 
 fn read_decoded_wav(path: &Path, rate: u32, channels: u16) -> Result<Vec<f32>> {
-    let mut r = hound::WavReader::open(path)
-        .with_context(|| format!("cannot read the decoder's output {}", path.display()))?;
-    let spec = r.spec();
-    if spec.sample_rate != rate || spec.channels != channels {
+    let context = || format!("cannot read the decoder's output {}", path.display());
+    let file = std::fs::File::open(path).with_context(context)?;
+    let reader = ipc_wav::WavReader::new(std::io::BufReader::new(file)).with_context(context)?;
+    let format = reader.format();
+    if format.sample_rate != rate || format.channels != channels {
         bail!(
             "the decoder gave {} Hz, {} channels for {rate} Hz, {channels} channels",
-            spec.sample_rate,
-            spec.channels
+            format.sample_rate,
+            format.channels
         );
     }
-    let samples: Result<Vec<f32>, hound::Error> = match spec.sample_format {
-        hound::SampleFormat::Float => r.samples::<f32>().collect(),
-        hound::SampleFormat::Int if (1..=32).contains(&spec.bits_per_sample) => {
-            let scale = 1.0 / f64::from(1u32 << (spec.bits_per_sample - 1)) as f32;
-            r.samples::<i32>()
-                .map(|s| s.map(|s| s as f32 * scale))
-                .collect()
-        }
-        _ => bail!("the decoder wrote {}-bit samples", spec.bits_per_sample),
-    };
-    samples.context("cannot read the decoder's output")
+    Ok(reader.read_all(u64::MAX).with_context(context)?.samples)
 }
 
 #[cfg(test)]

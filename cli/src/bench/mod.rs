@@ -823,18 +823,15 @@ fn prepare_audio(path: &Path, quick: bool, rate: u32, dir: &Path) -> Result<Prep
         .map(|&s| (f64::from(s) * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
         .collect();
     let wav = dir.join("input.wav");
-    let spec = hound::WavSpec {
-        channels: u16::from(a.channels),
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&wav, spec)
-        .with_context(|| format!("cannot write {}", wav.display()))?;
-    for &s in &pcm {
-        w.write_sample(s)?;
-    }
-    w.finalize()?;
+    let file =
+        std::fs::File::create(&wav).with_context(|| format!("cannot write {}", wav.display()))?;
+    ipc_wav::write_pcm16(
+        std::io::BufWriter::new(file),
+        u16::from(a.channels),
+        rate,
+        &pcm,
+    )
+    .with_context(|| format!("cannot write {}", wav.display()))?;
     Ok(PreparedAudio {
         samples: pcm.iter().map(|&s| f32::from(s) / 32768.0).collect(),
         channels: u16::from(a.channels),
