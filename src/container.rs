@@ -138,10 +138,29 @@ pub struct Header {
     pub payload_len: u32,
 }
 
+/// A quantisation step stored as unsigned Q16.16 (spec/bitstream.md §3.4), as a
+/// number: `step_q16 / 65536`.
+///
+/// ```
+/// use ipc_codec::container::{step_from_q16, step_to_q16};
+/// assert_eq!(step_from_q16(0x0001_8000), 1.5);
+/// assert_eq!(step_to_q16(1.5), 0x0001_8000);
+/// assert_eq!(step_to_q16(0.0), 1); // never zero
+/// ```
+pub fn step_from_q16(step_q16: u32) -> f64 {
+    f64::from(step_q16) / 65536.0
+}
+
+/// The Q16.16 value nearest to `step` (spec/bitstream.md §3.4), within 1 (a step is
+/// never zero) and `u32::MAX`.
+pub fn step_to_q16(step: f64) -> u32 {
+    (step * 65536.0).round().clamp(1.0, f64::from(u32::MAX)) as u32
+}
+
 impl Header {
     /// The quantisation step as a float: `step_q16 / 65536` (spec/bitstream.md §3.4).
     pub fn step(&self) -> f32 {
-        (f64::from(self.step_q16) / 65536.0) as f32
+        step_from_q16(self.step_q16) as f32
     }
 
     /// Tiles along x and y (audio: chunks per channel and channels) (spec/bitstream.md §4).

@@ -40,6 +40,7 @@ pub mod encoder;
 pub mod entropy;
 pub mod error;
 mod gemm;
+pub mod metrics;
 pub mod pack;
 mod parallel;
 pub mod synthesis;

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use ipc_codec::container::Container;
+use ipc_codec::container::{step_from_q16, Container};
 use ipc_codec::{Error, FormatError, Geometry, Header, Limits, ModelPack};
 use serde_json::{json, Value};
 
@@ -143,15 +143,7 @@ fn pack_problem(header: &Header, pack: &ModelPack) -> Option<Error> {
 
 /// Bits per pixel (images) or kbit/s (audio) of `bytes`.
 fn rate(header: &Header, bytes: u64) -> f64 {
-    let bits = bytes as f64 * 8.0;
-    match header.geometry {
-        Geometry::Image { width, height, .. } => bits / (f64::from(width) * f64::from(height)),
-        Geometry::Audio {
-            sample_rate,
-            frames,
-            ..
-        } => bits / (f64::from(frames) / f64::from(sample_rate)) / 1000.0,
-    }
+    ipc_codec::metrics::file_rate(&header.geometry, bytes)
 }
 
 fn to_text(
@@ -229,7 +221,7 @@ fn to_text(
         "step",
         format!(
             "{} (Q16.16 {} = {:#010x})",
-            f64::from(h.step_q16) / 65536.0,
+            step_from_q16(h.step_q16),
             h.step_q16,
             h.step_q16
         ),
@@ -354,7 +346,7 @@ fn to_json(
         },
         "quality_level": h.quality_level,
         "step_q16": h.step_q16,
-        "step": f64::from(h.step_q16) / 65536.0,
+        "step": step_from_q16(h.step_q16),
         "payload_bytes": payload,
         "total_bytes": total,
         "checksum": checksum,

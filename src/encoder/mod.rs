@@ -36,6 +36,7 @@ use std::str::FromStr;
 use crate::container::{write_file, Geometry, Header};
 use crate::decoder::{check_pack, DecodeOptions, Decoded, Decoder, ImagePixels, Limits};
 use crate::error::{Error, FormatError};
+use crate::metrics;
 use crate::pack::ModelPack;
 use crate::synthesis::TileSynthesizer;
 
@@ -522,7 +523,7 @@ impl<'p> Encoder<'p> {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Encoded, EncodeError> {
         let cfg = self.pack.config();
-        let step = (f64::from(cfg.quality_levels[usize::from(level)].step_q16) / 65536.0) as f32;
+        let step = cfg.quality_levels[usize::from(level)].step() as f32;
         let q = match &self.backend {
             Some(backend) => backend.quantised_v(tiles, level, step, progress)?,
             None => {
@@ -532,7 +533,7 @@ impl<'p> Encoder<'p> {
         };
         let file = encode_quantised(self.pack, signal.geometry(), level, None, &q)?;
         let psnr = self.measure(signal, &file)?;
-        let rate = file_rate(&signal.geometry(), file.len());
+        let rate = metrics::file_rate(&signal.geometry(), file.len() as u64);
         Ok(Encoded {
             file,
             quality_level: level,
@@ -626,19 +627,6 @@ pub fn pack_lambdas(pack: &ModelPack) -> Result<Vec<f64>, EncodeError> {
     })
 }
 
-/// Bits per pixel (images) or kbit/s (audio) of a file of `bytes` bytes.
-pub fn file_rate(geometry: &Geometry, bytes: usize) -> f64 {
-    let bits = bytes as f64 * 8.0;
-    match *geometry {
-        Geometry::Image { width, height, .. } => bits / (f64::from(width) * f64::from(height)),
-        Geometry::Audio {
-            sample_rate,
-            frames,
-            ..
-        } => bits / (f64::from(frames) / f64::from(sample_rate)) / 1000.0,
-    }
-}
-
 /// PSNR of a decoded signal against the original (see [`Encoded::psnr`]); infinite
 /// when they are equal.
 pub fn psnr(signal: &Signal, decoded: &Decoded) -> f64 {
@@ -670,12 +658,7 @@ pub fn psnr(signal: &Signal, decoded: &Decoded) -> f64 {
         }
         _ => return f64::NAN,
     };
-    let mse = sse / n.max(1) as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (peak * peak / mse).log10()
-    }
+    metrics::psnr_from_mse(sse / n.max(1) as f64, peak)
 }
 
 /// PSNR of the pixels next to an internal tile boundary (the two pixel columns and
@@ -719,10 +702,8 @@ pub fn seam_psnr(
     let psnr = |(sse, n): (f64, usize)| {
         if n == 0 {
             f64::NAN
-        } else if sse == 0.0 {
-            f64::INFINITY
         } else {
-            10.0 * (peak * peak / (sse / n as f64)).log10()
+            metrics::psnr_from_mse(sse / n as f64, peak)
         }
     };
     (psnr(sums[0]), psnr(sums[1]))

@@ -117,6 +117,13 @@ pub struct QualityLevel {
     pub label: String,
 }
 
+impl QualityLevel {
+    /// The step as a number (spec/bitstream.md §3.4).
+    pub fn step(&self) -> f64 {
+        crate::container::step_from_q16(self.step_q16)
+    }
+}
+
 /// Which factor of the modulated weight sits on the layer's input side
 /// (spec/model-pack.md §3.1 `orientation`, §4.2). Row convention throughout:
 /// `z = h · Ŵ + b` with `h` the layer's input row vector.

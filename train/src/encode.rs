@@ -35,13 +35,7 @@ pub fn config_of_pack(pack: &ModelPack, method: Method) -> Result<TrainConfig, E
         .quality_levels
         .iter()
         .zip(&lambdas)
-        .map(|(q, l)| {
-            format!(
-                "{{ step = {:e}, lambda = {:e} }}",
-                f64::from(q.step_q16) / 65536.0,
-                l
-            )
-        })
+        .map(|(q, l)| format!("{{ step = {:e}, lambda = {:e} }}", q.step(), l))
         .collect();
     let encoder = match method {
         Method::Hyper => {

@@ -23,12 +23,12 @@ pub const LOG_INNER_LR_VAR: &str = "encoder.meta.log_inner_lr";
 /// The quantisation step a level really uses: its Q16.16 value in the pack
 /// (spec/bitstream.md §3.4). Training uses the same value.
 pub fn step_q16(step: f64) -> u32 {
-    (step * 65536.0).round().clamp(1.0, u32::MAX as f64) as u32
+    ipc_codec::container::step_to_q16(step)
 }
 
 /// The step of a level as the decoder sees it.
 pub fn effective_step(step: f64) -> f64 {
-    f64::from(step_q16(step)) / 65536.0
+    ipc_codec::container::step_from_q16(step_q16(step))
 }
 
 /// A tensor's values as f32 in row-major order.

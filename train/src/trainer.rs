@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use ipc_codec::encoder::{AudioSignal, Encoder, EncoderConfig, ImageSignal, RateTarget, Signal};
 use ipc_codec::entropy::VModel;
+use ipc_codec::metrics::bits_per_sample;
 use ipc_codec::pack::synthetic::SplitMix64;
 use ipc_codec::pack::{EntropyTables, ModelPack, PackContents};
 use ipc_codec::Limits;
@@ -320,10 +321,10 @@ impl Trainer {
             step: self.step,
             total: 0,
             loss: f64::try_from(loss).unwrap_or(f64::NAN),
-            psnr: -10.0
-                * f64::try_from(mse.mean(Kind::Float))
-                    .unwrap_or(f64::NAN)
-                    .log10(),
+            psnr: ipc_codec::metrics::psnr_from_mse(
+                f64::try_from(mse.mean(Kind::Float)).unwrap_or(f64::NAN),
+                1.0,
+            ),
             bits_per_element: f64::try_from(bits.mean(Kind::Float)).unwrap_or(f64::NAN) / elements,
         }
     }
@@ -423,13 +424,13 @@ impl Trainer {
             let q: Vec<i32> = values(&q).iter().map(|&x| x as i32).collect();
             let model = VModel::new(tables.contexts.clone(), &tables.levels[level])
                 .map_err(ipc_codec::PackError::from)?;
-            let bytes = model.encode(&q).map_err(ipc_codec::PackError::from)?.len() as f64;
+            let bytes = model.encode(&q).map_err(ipc_codec::PackError::from)?.len() as u64;
             out.push(LevelEval {
                 level,
                 step,
                 psnr,
-                bits_per_element: bytes * 8.0 / q.len() as f64,
-                bits_per_sample: bytes * 8.0 / (count * cfg.tile_samples()) as f64,
+                bits_per_element: bits_per_sample(bytes, q.len() as u64),
+                bits_per_sample: bits_per_sample(bytes, (count * cfg.tile_samples()) as u64),
                 file_rate: None,
                 file_psnr: None,
             });

@@ -1,6 +1,8 @@
 //! Distortion measures: PSNR and MS-SSIM of 8-bit RGB images, SNR and PSNR of audio,
 //! and the alignment of decoded audio that comes back delayed (MP3).
 
+use ipc_codec::metrics::{psnr_from_mse, snr_db};
+
 /// PSNR in dB of two equally long 8-bit sample buffers (peak 255); infinite when they
 /// are equal. Every sample counts the same (all channels of all pixels).
 pub fn psnr_u8(a: &[u8], b: &[u8]) -> f64 {
@@ -18,14 +20,6 @@ pub fn psnr_u8(a: &[u8], b: &[u8]) -> f64 {
         })
         .sum();
     psnr_from_mse(sse as f64 / n as f64, 255.0)
-}
-
-fn psnr_from_mse(mse: f64, peak: f64) -> f64 {
-    if mse <= 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (peak * peak / mse).log10()
-    }
 }
 
 /// The MS-SSIM weights of the five scales (Wang, Simoncelli, Bovik 2003, Table 1 of the
@@ -191,15 +185,8 @@ pub fn audio_quality(reference: &[f32], decoded: &[f32]) -> AudioQuality {
         error += e * e;
     }
     let n = reference.len().max(1) as f64;
-    let snr = if error <= 0.0 {
-        f64::INFINITY
-    } else if signal <= 0.0 {
-        f64::NEG_INFINITY
-    } else {
-        10.0 * (signal / error).log10()
-    };
     AudioQuality {
-        snr,
+        snr: snr_db(signal, error),
         psnr: psnr_from_mse(error / n, 1.0),
     }
 }

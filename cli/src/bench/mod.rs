@@ -25,6 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ipc_codec::encoder::{
     AudioSignal, Encoder, EncoderConfig, ImageSignal, Method, RateTarget, Signal,
 };
+use ipc_codec::metrics::bits_per_sample;
 use ipc_codec::{DecodeOptions, Decoded, Decoder, ImagePixels, Limits, Modality, ModelPack};
 
 use crate::cli::{BenchArgs, BenchCommand, RdArgs};
@@ -688,7 +689,7 @@ fn tool_image(
     };
     let c = codecs::code_image(codec, v, &input, run_dir.path(), ctx.tools, ctx.single)?;
     let (psnr, ms_ssim) = image_measures(img, &c.decoded);
-    let rate = c.bytes as f64 * 8.0 / (img.width * img.height) as f64;
+    let rate = bits_per_sample(c.bytes, (img.width * img.height) as u64);
     Ok((
         Measured {
             bytes: c.bytes,
@@ -785,7 +786,7 @@ fn ipc_image<'p>(
         bail!("ipc decoded {} samples for {}", pixels.len(), img.rgb.len());
     }
     let (psnr, ms_ssim) = image_measures(img, &pixels);
-    let rate = file.len() as f64 * 8.0 / (img.width * img.height) as f64;
+    let rate = bits_per_sample(file.len() as u64, (img.width * img.height) as u64);
     let pack = ctx
         .image_ipc
         .map(|s| s.pack.id().to_string())
@@ -840,7 +841,7 @@ fn prepare_audio(path: &Path, quick: bool, rate: u32, dir: &Path) -> Result<Prep
 }
 
 fn kbps(bytes: u64, frames: usize, rate: u32) -> f64 {
-    bytes as f64 * 8.0 / (frames as f64 / f64::from(rate)) / 1000.0
+    ipc_codec::metrics::kbit_per_second(bytes, frames as u64, rate)
 }
 
 fn tool_audio(
