@@ -42,7 +42,7 @@ pub mod error;
 mod gemm;
 pub mod metrics;
 pub mod pack;
-mod parallel;
+pub mod parallel;
 pub mod synthesis;
 
 pub use container::{Geometry, Header, Modality};

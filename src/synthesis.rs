@@ -95,6 +95,25 @@ fn tile_coords(s: usize, tile_width: usize, tile_height: usize, coord_dim: usize
     }
 }
 
+/// Fourier features of every sample of a tile in raster order (spec/model-pack.md
+/// §4.1), `[tile_width * tile_height, 2 * coord_dim * K]` row-major: the network's
+/// input, the same for every tile. Training calls this too, so that it sees exactly
+/// the decoder's inputs.
+pub fn tile_features(
+    frequencies: &[f32],
+    tile_width: usize,
+    tile_height: usize,
+    coord_dim: usize,
+) -> Vec<f32> {
+    let dim = 2 * coord_dim * frequencies.len();
+    let mut out = vec![0f32; tile_width * tile_height * dim];
+    for (s, row) in out.chunks_exact_mut(dim).enumerate() {
+        let coords = tile_coords(s, tile_width, tile_height, coord_dim);
+        fourier_features(&coords, frequencies, row);
+    }
+    out
+}
+
 /// `max(x, 0)` in place.
 pub(crate) fn relu(x: &mut [f32]) {
     for v in x {
@@ -115,11 +134,12 @@ impl<'p> TileSynthesizer<'p> {
         let cfg = pack.config();
         let samples = cfg.tile_samples();
         let fdim = cfg.feature_dim();
-        let mut h = vec![0f32; samples * fdim];
-        for (s, row) in h.chunks_exact_mut(fdim).enumerate() {
-            let coords = tile_coords(s, cfg.tile_width, cfg.tile_height, cfg.coord_dim);
-            fourier_features(&coords, &pack.contents().frequencies, row);
-        }
+        let mut h = tile_features(
+            &pack.contents().frequencies,
+            cfg.tile_width,
+            cfg.tile_height,
+            cfg.coord_dim,
+        );
         let mut width = fdim;
         for l in 0..cfg.modulated_layer {
             let layer = pack.normalised_layer(l).expect("shared layer");

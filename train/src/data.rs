@@ -14,7 +14,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageReader};
@@ -156,47 +155,6 @@ fn list_files(dir: &Path, exts: &[&str]) -> Result<Vec<(String, PathBuf)>, DataE
     }
     out.sort();
     Ok(out)
-}
-
-/// Runs `f` on every item with up to `threads` threads (0: all cores), keeping order.
-fn parallel_map<T: Sync, R: Send>(
-    items: &[T],
-    threads: usize,
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    }
-    .clamp(1, items.len().max(1));
-    if threads == 1 {
-        return items.iter().map(f).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let mut parts: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= items.len() {
-                            break done;
-                        }
-                        done.push((i, f(&items[i])));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
-    let mut all: Vec<(usize, R)> = parts.iter_mut().flat_map(std::mem::take).collect();
-    all.sort_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, r)| r).collect()
 }
 
 // -------------------------------------------------------------------------- images
@@ -374,7 +332,7 @@ impl ImageSet {
                 reason: format!("no image files (.{})", IMAGE_EXTENSIONS.join(", .")),
             });
         }
-        let decoded = parallel_map(&files, opts.threads, |(name, path)| {
+        let decoded = ipc_codec::parallel::map_ordered(&files, opts.threads, |(name, path)| {
             load_image(name, path, opts.max_short_side)
         });
         let mut images = Vec::with_capacity(files.len());
@@ -772,6 +730,7 @@ impl AudioSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;
 
     /// A temporary folder removed on drop.

@@ -6,7 +6,6 @@
 //! Variable names follow the pack's tensor names (`layers.{l}.weight` with shape
 //! `[inputs, outputs]`, `layers.{m}.u`, `encoder.*`), so export is a copy.
 
-use ipc_codec::synthesis::{coordinate, fourier_features};
 use tch::{nn, Device, Kind, Tensor};
 
 use ipc_codec::pack::Orientation;
@@ -42,18 +41,7 @@ pub fn log_spaced_frequencies(count: usize, max_frequency: f64) -> Vec<f32> {
 /// Fourier features of every sample of a tile, `[samples, 2 * axes * K]`, computed by
 /// the decoder's own function so training and decoding see the same inputs.
 pub fn tile_features(frequencies: &[f32], tile: [usize; 2], coord_dim: usize) -> Vec<f32> {
-    let [tw, th] = tile;
-    let dim = 2 * coord_dim * frequencies.len();
-    let mut out = vec![0f32; tw * th * dim];
-    for (s, row) in out.chunks_exact_mut(dim).enumerate() {
-        let coords: Vec<f64> = if coord_dim == 1 {
-            vec![coordinate(s, tw)]
-        } else {
-            vec![coordinate(s / tw, th), coordinate(s % tw, tw)]
-        };
-        fourier_features(&coords, frequencies, row);
-    }
-    out
+    ipc_codec::synthesis::tile_features(frequencies, tile[0], tile[1], coord_dim)
 }
 
 /// Scales each column (output unit) of an `[inputs, outputs]` weight to unit L2 norm.

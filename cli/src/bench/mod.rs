@@ -230,7 +230,7 @@ fn rd(args: &RdArgs) -> Result<()> {
         failures: Mutex::new(Vec::new()),
         measured: Mutex::new(0),
     };
-    let queue = Mutex::new(file_jobs);
+    let file_count = file_jobs.len();
     let ctx = WorkerContext {
         tools: &tools,
         image_ipc: image_ipc.as_ref(),
@@ -244,11 +244,13 @@ fn rd(args: &RdArgs) -> Result<()> {
         bar: &bar,
         shared: &shared,
     };
-    std::thread::scope(|s| {
-        for _ in 0..jobs.min(queue.lock().expect("not poisoned").len()).max(1) {
-            s.spawn(|| worker(&ctx, &queue));
-        }
-    });
+    // Each worker keeps its engines (the packs' synthesis state) between files.
+    ipc_codec::parallel::for_each_group(
+        file_jobs.into_iter(),
+        file_count,
+        jobs.max(1),
+        |job, engines: &mut Engines| run_file_or_fail(&ctx, &job, engines),
+    );
     bar.finish_and_clear();
 
     let (store, _) = shared.store.into_inner().expect("not poisoned");
@@ -521,23 +523,13 @@ struct Engines<'p> {
     decoders: HashMap<Kind, Decoder<'p>>,
 }
 
-fn worker(ctx: &WorkerContext, queue: &Mutex<Vec<FileJob>>) {
-    let mut engines = Engines::default();
-    loop {
-        let job = {
-            let mut q = queue.lock().expect("not poisoned");
-            if q.is_empty() {
-                return;
-            }
-            q.remove(0)
-        };
-        if let Err(e) = run_file(ctx, &job, &mut engines) {
-            // The file itself could not be prepared: every task of it fails.
-            let why = crate::failure::one_line(&e);
-            for t in &job.tasks {
-                ctx.fail(format!("{} {} {}: {why}", t.codec, t.label, job.key));
-                ctx.bar.inc(1);
-            }
+fn run_file_or_fail<'p>(ctx: &'p WorkerContext<'p>, job: &FileJob, engines: &mut Engines<'p>) {
+    if let Err(e) = run_file(ctx, job, engines) {
+        // The file itself could not be prepared: every task of it fails.
+        let why = crate::failure::one_line(&e);
+        for t in &job.tasks {
+            ctx.fail(format!("{} {} {}: {why}", t.codec, t.label, job.key));
+            ctx.bar.inc(1);
         }
     }
 }
