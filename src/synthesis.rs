@@ -416,60 +416,79 @@ impl<'p> TileSynthesizer<'p> {
                 .zip(out.chunks_mut(group * per_tile)),
             tiles.div_ceil(group),
             threads,
-            |(v_group, out_group), scratch: &mut Scratch| {
-                self.render_group(v_group, out_group, scratch)
+            |(v_group, out_group), state: &mut ForwardState| {
+                self.forward(v_group, state, out_group)
             },
         );
     }
 
-    fn render_group(&self, v: &[f32], out: &mut [f32], scratch: &mut Scratch) {
+    /// The network from the modulated layer on, for the tiles whose V are `v` (tile
+    /// after tile): the output, sample-major with the output channels interleaved, into
+    /// `out` (`tiles * samples * out_channels`; spec/model-pack.md §4.2–4.3). `state`
+    /// keeps what a backward pass needs: each tile's prepared modulated layer and every
+    /// hidden activation. Decoding and the encoder's distortion model both call this,
+    /// so they evaluate one network.
+    pub(crate) fn forward(&self, v: &[f32], state: &mut ForwardState, out: &mut [f32]) {
         let pack = self.pack;
         let cfg = pack.config();
         let (d, p, v_len) = (cfg.width, self.samples, self.v_len());
         let tiles = v.len() / v_len;
         let rows = tiles * p;
         let m = &pack.contents().modulated;
+        // The pack guarantees a layer after the modulated one (spec/model-pack.md §3.1).
+        let later = cfg.layers - cfg.modulated_layer - 1;
+        debug_assert_eq!(out.len(), rows * cfg.out_channels);
 
-        scratch.a.resize(rows * d, 0.0);
+        state.acts.resize_with(later, Vec::new);
+        state.tiles.resize_with(tiles, ModulatedTile::default);
+        state.acts[0].resize(rows * d, 0.0);
         for (t, vt) in v.chunks_exact(v_len).enumerate() {
-            self.prepare_modulated(vt, &mut scratch.tile);
-            let a = &mut scratch.a[t * p * d..(t + 1) * p * d];
+            self.prepare_modulated(vt, &mut state.tiles[t]);
+            let a = &mut state.acts[0][t * p * d..(t + 1) * p * d];
             fill_rows_with(a, &m.bias);
-            self.modulated_forward(&scratch.tile, a);
+            self.modulated_forward(&state.tiles[t], a);
         }
-        relu(&mut scratch.a[..rows * d]);
-
-        let mut width = d;
-        for l in cfg.modulated_layer + 1..cfg.layers {
-            let layer = pack.normalised_layer(l).expect("shared layer");
-            let last = l + 1 == cfg.layers;
-            let b: &mut [f32] = if last {
-                &mut out[..rows * layer.outputs]
+        relu(&mut state.acts[0]);
+        for k in 0..later {
+            let layer = pack
+                .normalised_layer(cfg.modulated_layer + 1 + k)
+                .expect("shared layer");
+            let (input, rest) = state.acts.split_at_mut(k + 1);
+            let last = k + 1 == later;
+            let y: &mut [f32] = if last {
+                out
             } else {
-                scratch.b.resize(rows * layer.outputs, 0.0);
-                &mut scratch.b[..rows * layer.outputs]
+                rest[0].resize(rows * layer.outputs, 0.0);
+                &mut rest[0]
             };
-            fill_rows_with(b, &layer.bias);
+            fill_rows_with(y, &layer.bias);
             gemm_acc(
                 rows,
-                width,
+                layer.inputs,
                 layer.outputs,
-                &scratch.a[..rows * width],
+                &input[k],
                 &layer.weight,
-                b,
+                y,
             );
             if last {
-                let offset = cfg.output_offset;
-                for x in b.iter_mut() {
-                    *x += offset;
+                for x in y.iter_mut() {
+                    *x += cfg.output_offset;
                 }
-            } else {
-                relu(b);
-                std::mem::swap(&mut scratch.a, &mut scratch.b);
+                return;
             }
-            width = layer.outputs;
+            relu(y);
         }
     }
+}
+
+/// What [`TileSynthesizer::forward`] keeps of a group of tiles.
+#[derive(Debug, Default)]
+pub(crate) struct ForwardState {
+    /// The prepared modulated layer of every tile of the group.
+    pub(crate) tiles: Vec<ModulatedTile>,
+    /// Post-activation outputs of the modulated layer (`acts[0]`) and of every later
+    /// hidden layer, `rows x width` each.
+    pub(crate) acts: Vec<Vec<f32>>,
 }
 
 /// `gram += row rowᵀ` in f64 (`row` of length r, `gram` r x r).
@@ -503,13 +522,6 @@ fn inverse_norm(sq: f64) -> f64 {
     } else {
         0.0
     }
-}
-
-#[derive(Default)]
-struct Scratch {
-    a: Vec<f32>,
-    b: Vec<f32>,
-    tile: ModulatedTile,
 }
 
 #[cfg(test)]

@@ -5,10 +5,8 @@
 //! `TileSynthesizer::modulated_backward`) are the synthesiser's own, so decoding and
 //! this gradient evaluate one formula.
 
-use crate::gemm::{gemm_acc, gemm_acc_op, Operand};
-use crate::synthesis::{
-    fill_rows_with, relu, ModulatedGradScratch, ModulatedTile, TileSynthesizer,
-};
+use crate::gemm::{gemm_acc_op, Operand};
+use crate::synthesis::{ForwardState, ModulatedGradScratch, TileSynthesizer};
 
 use super::tiling::Tiles;
 
@@ -23,11 +21,9 @@ pub struct DistortionModel<'p> {
 
 #[derive(Default)]
 struct Scratch {
-    /// The prepared modulated layer of every tile of the group.
-    tiles: Vec<ModulatedTile>,
+    /// The forward pass's prepared tiles and hidden activations.
+    fwd: ForwardState,
     work: ModulatedGradScratch,
-    /// Post-activation outputs of the modulated layer and of every later hidden layer.
-    acts: Vec<Vec<f32>>,
     out: Vec<f32>,
     g: Vec<f32>,
     g_next: Vec<f32>,
@@ -103,42 +99,15 @@ impl<'p> DistortionModel<'p> {
         let (d, p, v_len) = (cfg.width, self.synth.samples_per_tile(), cfg.v_len());
         let tiles = v.len() / v_len;
         let rows = tiles * p;
-        let m = &pack.contents().modulated;
         let later = cfg.layers - cfg.modulated_layer - 1;
         assert_eq!(
             cfg.out_channels, channels,
             "tiles must carry the pack's channels"
         );
 
-        // Forward: the modulated layer, then the later layers.
-        s.acts.resize_with(later, Vec::new);
-        s.tiles.resize_with(tiles, ModulatedTile::default);
-        s.acts[0].resize(rows * d, 0.0);
-        for (t, vt) in v.chunks_exact(v_len).enumerate() {
-            self.synth.prepare_modulated(vt, &mut s.tiles[t]);
-            let a = &mut s.acts[0][t * p * d..(t + 1) * p * d];
-            fill_rows_with(a, &m.bias);
-            self.synth.modulated_forward(&s.tiles[t], a);
-        }
-        relu(&mut s.acts[0]);
-        for k in 0..later {
-            let l = cfg.modulated_layer + 1 + k;
-            let layer = pack.normalised_layer(l).expect("shared layer");
-            let (input, rest) = s.acts.split_at_mut(k + 1);
-            let input = &input[k];
-            let last = k + 1 == later;
-            let out = if last { &mut s.out } else { &mut rest[0] };
-            out.resize(rows * layer.outputs, 0.0);
-            fill_rows_with(out, &layer.bias);
-            gemm_acc(rows, layer.inputs, layer.outputs, input, &layer.weight, out);
-            if last {
-                for x in out.iter_mut() {
-                    *x += cfg.output_offset;
-                }
-            } else {
-                relu(out);
-            }
-        }
+        // Forward: the synthesiser's own pass, keeping what the backward pass needs.
+        s.out.resize(rows * channels, 0.0);
+        self.synth.forward(v, &mut s.fwd, &mut s.out);
 
         // Weighted squared error per tile, and its gradient with respect to the outputs.
         let want_grad = grad.is_some();
@@ -183,7 +152,7 @@ impl<'p> DistortionModel<'p> {
                 Operand::Transposed(&layer.weight),
                 &mut s.g_next,
             );
-            for (g, &a) in s.g_next.iter_mut().zip(&s.acts[k]) {
+            for (g, &a) in s.g_next.iter_mut().zip(&s.fwd.acts[k]) {
                 if a <= 0.0 {
                     *g = 0.0;
                 }
@@ -199,7 +168,7 @@ impl<'p> DistortionModel<'p> {
         {
             self.synth.modulated_backward(
                 vt,
-                &s.tiles[t],
+                &s.fwd.tiles[t],
                 &s.g[t * p * d..(t + 1) * p * d],
                 gt,
                 &mut s.work,
