@@ -95,6 +95,82 @@ struct Block {
     fc2: Dense,
 }
 
+/// The shape of a pack's hypernetwork, read from its tensors (spec/model-pack.md
+/// §4.3): what the pure-Rust encoder and the libtorch backend both build from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HyperShape {
+    /// Values per data token (`patch² · channels` for images, `patch` for audio).
+    pub token_len: usize,
+    /// Transformer width.
+    pub dim: usize,
+    /// Patch side (images) or samples per token (audio).
+    pub patch: usize,
+    /// Data tokens per tile.
+    pub data_tokens: usize,
+    /// Transformer blocks.
+    pub depth: usize,
+    /// Attention heads.
+    pub heads: usize,
+}
+
+impl HyperShape {
+    /// The shape of `pack`'s hypernetwork, or `None` when the pack has none; an error
+    /// when its tensors do not describe one that fits the pack's tiles.
+    pub fn of_pack(pack: &ModelPack) -> Result<Option<HyperShape>, EncodeError> {
+        let Some(embed_shape) = tensor_shape(pack, "encoder.hyper.embed.weight") else {
+            return Ok(None);
+        };
+        let cfg = pack.config();
+        let bad = |problem: String| EncodeError::PackTensor {
+            name: "encoder.hyper".into(),
+            problem,
+        };
+        let &[token_len, dim] = embed_shape else {
+            return Err(bad(format!("embed.weight has shape {embed_shape:?}")));
+        };
+        let patch = if cfg.coord_dim == 2 {
+            (1..=cfg.tile_width)
+                .find(|p| p * p * cfg.out_channels == token_len)
+                .ok_or_else(|| bad(format!("token length {token_len} is no square patch")))?
+        } else {
+            token_len
+        };
+        let (tw, th) = (cfg.tile_width, cfg.tile_height);
+        let tiles_whole = if cfg.coord_dim == 2 {
+            tw % patch == 0 && th % patch == 0
+        } else {
+            tw % patch == 0
+        };
+        if patch == 0 || !tiles_whole {
+            return Err(bad(format!(
+                "patch {patch} does not divide the tile {tw}x{th}"
+            )));
+        }
+        let data_tokens = if cfg.coord_dim == 2 {
+            (tw / patch) * (th / patch)
+        } else {
+            tw / patch
+        };
+        let heads = scalar(pack, "encoder.hyper.heads")?;
+        if !(heads >= 1.0 && heads.fract() == 0.0 && (dim as f32 / heads).fract() == 0.0) {
+            return Err(bad(format!("{heads} heads do not divide the width {dim}")));
+        }
+        let depth = (0..)
+            .take_while(|i| {
+                tensor_shape(pack, &format!("encoder.hyper.blocks.{i}.qkv.weight")).is_some()
+            })
+            .count();
+        Ok(Some(HyperShape {
+            token_len,
+            dim,
+            patch,
+            data_tokens,
+            depth,
+            heads: heads as usize,
+        }))
+    }
+}
+
 /// The hypernetwork of a pack.
 #[derive(Debug, Clone)]
 pub struct HyperNetwork {
@@ -193,54 +269,24 @@ struct Scratch {
 impl HyperNetwork {
     /// Reads the hypernetwork from a pack, or `None` when the pack has none.
     pub fn from_pack(pack: &ModelPack) -> Result<Option<HyperNetwork>, EncodeError> {
-        let Some(embed_shape) = tensor_shape(pack, "encoder.hyper.embed.weight") else {
+        let Some(HyperShape {
+            token_len,
+            dim,
+            patch,
+            data_tokens,
+            depth,
+            heads,
+        }) = HyperShape::of_pack(pack)?
+        else {
             return Ok(None);
         };
         let cfg = pack.config();
-        let bad = |problem: String| EncodeError::PackTensor {
-            name: "encoder.hyper".into(),
-            problem,
-        };
-        let &[token_len, dim] = embed_shape else {
-            return Err(bad(format!("embed.weight has shape {embed_shape:?}")));
-        };
-        let channels = cfg.out_channels;
-        let patch = if cfg.coord_dim == 2 {
-            (1..=cfg.tile_width)
-                .find(|p| p * p * channels == token_len)
-                .ok_or_else(|| bad(format!("token length {token_len} is no square patch")))?
-        } else {
-            token_len
-        };
         let (tw, th) = (cfg.tile_width, cfg.tile_height);
-        let tiles_whole = if cfg.coord_dim == 2 {
-            tw % patch == 0 && th % patch == 0
-        } else {
-            tw % patch == 0
-        };
-        if patch == 0 || !tiles_whole {
-            return Err(bad(format!(
-                "patch {patch} does not divide the tile {tw}x{th}"
-            )));
-        }
-        let data_tokens = if cfg.coord_dim == 2 {
-            (tw / patch) * (th / patch)
-        } else {
-            tw / patch
-        };
-        let heads = scalar(pack, "encoder.hyper.heads")?;
-        if !(heads >= 1.0 && heads.fract() == 0.0 && (dim as f32 / heads).fract() == 0.0) {
-            return Err(bad(format!("{heads} heads do not divide the width {dim}")));
-        }
+        let channels = cfg.out_channels;
         let levels = cfg.quality_levels.len();
-        let mut blocks = Vec::new();
-        while tensor_shape(
-            pack,
-            &format!("encoder.hyper.blocks.{}.qkv.weight", blocks.len()),
-        )
-        .is_some()
-        {
-            let p = format!("encoder.hyper.blocks.{}", blocks.len());
+        let mut blocks = Vec::with_capacity(depth);
+        for i in 0..depth {
+            let p = format!("encoder.hyper.blocks.{i}");
             blocks.push(Block {
                 ln1: LayerNorm::load(pack, &format!("{p}.ln1"), dim)?,
                 qkv: Dense::load(pack, &format!("{p}.qkv"), dim, 3 * dim)?,
@@ -264,7 +310,7 @@ impl HyperNetwork {
             // Weight token i -> row i of a [r, out_m] V (shared-input) or column i of an
             // [in_m, r] V (instance-input) (spec/model-pack.md §4.3).
             out: Dense::load(pack, "encoder.hyper.out", dim, token_out)?,
-            heads: heads as usize,
+            heads,
             dim,
             patch,
             data_tokens,

@@ -311,6 +311,66 @@ fn default_holdout() -> f64 {
     0.05
 }
 
+impl EncoderConfig {
+    /// The defaults a config file gets for `method` when it sets nothing else.
+    pub fn defaults(method: Method) -> EncoderConfig {
+        EncoderConfig {
+            method,
+            patch: default_patch(),
+            dim: default_dim(),
+            depth: default_depth(),
+            heads: default_heads(),
+            inner_steps: default_inner_steps(),
+            inner_lr: default_inner_lr(),
+            first_order: false,
+            level_conditioning: default_level_conditioning(),
+            meta_steps: 0,
+            meta_lr: default_meta_lr(),
+        }
+    }
+}
+
+impl RateConfig {
+    /// `levels` with every other field at the default a config file gets.
+    pub fn with_levels(levels: Vec<LevelConfig>) -> RateConfig {
+        RateConfig {
+            levels,
+            proxy: default_proxy(),
+            table_half_width: default_table_half_width(),
+            tables: TableFit::default(),
+            fit_instances: default_fit_instances(),
+        }
+    }
+}
+
+impl ScheduleConfig {
+    /// `steps`, `batch` and `lr` with every other field at the default a config file
+    /// gets.
+    pub fn with_steps(steps: usize, batch: usize, lr: f64) -> ScheduleConfig {
+        ScheduleConfig {
+            steps,
+            batch,
+            lr,
+            eval_every: default_eval_every(),
+            checkpoint_every: default_checkpoint_every(),
+            eval_instances: default_eval_instances(),
+            eval_files: default_eval_files(),
+            threads: 0,
+        }
+    }
+}
+
+impl DataConfig {
+    /// Data in `dir` with every other field at the default a config file gets.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> DataConfig {
+        DataConfig {
+            dir: dir.into(),
+            max_short_side: default_short_side(),
+            holdout_fraction: default_holdout(),
+        }
+    }
+}
+
 impl TrainConfig {
     /// Reads and validates a config; `data.dir` is resolved against the file's folder.
     pub fn load(path: &Path) -> Result<TrainConfig, ConfigError> {
@@ -518,6 +578,47 @@ mod tests {
     use super::*;
 
     /// Every config the project ships (the packs' and the study's) is valid.
+    /// The constructors give exactly what a config file that leaves the fields out
+    /// gets, so a config built from a pack (`encode::config_of_pack`) means what the
+    /// same text would.
+    #[test]
+    fn constructors_match_the_file_defaults() {
+        let minimal = r#"
+name = "t"
+modality = "image"
+[model]
+frequencies = 4
+max_frequency = 8.0
+width = 16
+layers = 3
+rank = 2
+tile = [8, 8]
+[encoder]
+method = "hyper"
+[rate]
+levels = [{ step = 1, lambda = 0.001 }]
+[train]
+steps = 3
+batch = 2
+lr = 0.001
+[data]
+dir = "d"
+"#;
+        let c = TrainConfig::parse(minimal).unwrap();
+        assert_eq!(c.encoder, EncoderConfig::defaults(Method::Hyper));
+        assert_eq!(
+            c.rate,
+            RateConfig::with_levels(vec![LevelConfig {
+                step: 1.0,
+                lambda: 0.001
+            }])
+        );
+        assert_eq!(c.train, ScheduleConfig::with_steps(3, 2, 0.001));
+        assert_eq!(c.data, DataConfig::in_dir("d"));
+        let meta = TrainConfig::parse(&minimal.replace("\"hyper\"", "\"meta\"")).unwrap();
+        assert_eq!(meta.encoder, EncoderConfig::defaults(Method::Meta));
+    }
+
     #[test]
     fn shipped_configs_are_valid() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");

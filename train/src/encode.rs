@@ -14,7 +14,10 @@ use ipc_codec::pack::PackContents;
 use ipc_codec::ModelPack;
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::config::TrainConfig;
+use crate::config::{
+    self, DataConfig, EncoderConfig, LevelConfig, ModelConfig, RateConfig, ScheduleConfig,
+    TrainConfig,
+};
 use crate::model::IpcModel;
 
 /// Tiles per batch on the device: bounds activation memory (about 1.3 GB for 32x32
@@ -25,96 +28,74 @@ fn torch_error(e: tch::TchError) -> EncodeError {
     EncodeError::Input(format!("libtorch: {e}"))
 }
 
-/// A training configuration that builds a model of `pack`'s shape and method; its
-/// schedule and data fields are unused.
+/// A training configuration that builds a model of `pack`'s shape and method, made
+/// from the pack's configuration and tensors; its schedule and data fields are unused
+/// (their defaults).
 pub fn config_of_pack(pack: &ModelPack, method: Method) -> Result<TrainConfig, EncodeError> {
     let c = pack.config();
-    let image = c.coord_dim == 2;
     let lambdas = ipc_codec::encoder::pack_lambdas(pack)?;
-    let levels: Vec<String> = c
+    let levels = c
         .quality_levels
         .iter()
         .zip(&lambdas)
-        .map(|(q, l)| format!("{{ step = {:e}, lambda = {:e} }}", q.step(), l))
+        .map(|(q, &lambda)| LevelConfig {
+            step: q.step(),
+            lambda,
+        })
         .collect();
+    let defaults = EncoderConfig::defaults(match method {
+        Method::Hyper => config::Method::Hyper,
+        Method::Meta => config::Method::Meta,
+    });
     let encoder = match method {
         Method::Hyper => {
             let shape =
-                hypernet::tensor_shape(pack, "encoder.hyper.embed.weight").ok_or_else(|| {
-                    EncodeError::PackTensor {
-                        name: "encoder.hyper.embed.weight".into(),
-                        problem: "missing: the pack has no hypernetwork".into(),
-                    }
+                hypernet::HyperShape::of_pack(pack)?.ok_or_else(|| EncodeError::PackTensor {
+                    name: "encoder.hyper.embed.weight".into(),
+                    problem: "missing: the pack has no hypernetwork".into(),
                 })?;
-            let (token_len, dim) = (shape[0], shape.get(1).copied().unwrap_or(0));
-            let patch = if image {
-                (1..=c.tile_width)
-                    .find(|p| p * p * 3 == token_len)
-                    .unwrap_or(0)
-            } else {
-                token_len
-            };
-            let depth = (0..)
-                .take_while(|i| {
-                    hypernet::tensor_shape(pack, &format!("encoder.hyper.blocks.{i}.qkv.weight"))
-                        .is_some()
-                })
-                .count();
-            let heads = hypernet::scalar(pack, "encoder.hyper.heads")?;
-            format!(
-                "method = \"hyper\"\npatch = {patch}\ndim = {dim}\ndepth = {depth}\nheads = {heads}\n"
-            )
+            EncoderConfig {
+                patch: shape.patch,
+                dim: shape.dim,
+                depth: shape.depth,
+                heads: shape.heads,
+                ..defaults
+            }
         }
-        Method::Meta => {
-            let steps = hypernet::scalar(pack, "encoder.meta.inner_steps")?;
-            let lr = hypernet::scalar(pack, "encoder.meta.inner_lr")?;
-            format!("method = \"meta\"\npatch = 1\ninner_steps = {steps}\ninner_lr = {lr:e}\n")
-        }
+        Method::Meta => EncoderConfig {
+            patch: 1,
+            inner_steps: hypernet::scalar(pack, "encoder.meta.inner_steps")? as usize,
+            inner_lr: f64::from(hypernet::scalar(pack, "encoder.meta.inner_lr")?),
+            ..defaults
+        },
     };
-    let text = format!(
-        r#"name = {name:?}
-modality = "{modality}"
-[model]
-frequencies = {frequencies}
-max_frequency = 1.0
-width = {width}
-layers = {layers}
-modulated_layer = {modulated}
-rank = {rank}
-orientation = "{orientation}"
-tile = [{tw}, {th}]
-weight_norm = {weight_norm}
-{sample_rate}
-[encoder]
-{encoder}
-[rate]
-levels = [{levels}]
-[train]
-steps = 1
-batch = 1
-lr = 0.001
-[data]
-dir = "unused"
-"#,
-        name = c.name,
-        modality = if image { "image" } else { "audio" },
-        frequencies = c.frequencies,
-        width = c.width,
-        layers = c.layers,
-        modulated = c.modulated_layer,
-        rank = c.rank,
-        orientation = c.orientation.name(),
-        tw = c.tile_width,
-        th = c.tile_height,
-        weight_norm = c.weight_norm,
-        sample_rate = c
-            .sample_rate
-            .map(|r| format!("sample_rate = {r}"))
-            .unwrap_or_default(),
-        levels = levels.join(", "),
-    );
-    TrainConfig::parse(&text)
-        .map_err(|e| EncodeError::Input(format!("pack {} as a tch model: {e}", pack.id())))
+    let image = c.coord_dim == 2;
+    let config = TrainConfig {
+        name: c.name.clone(),
+        modality: if image { "image" } else { "audio" }.into(),
+        seed: 1,
+        model: ModelConfig {
+            frequencies: c.frequencies,
+            // The pack's own frequencies replace the log-spaced ones (model_of_pack).
+            max_frequency: 1.0,
+            width: c.width,
+            layers: c.layers,
+            modulated_layer: c.modulated_layer,
+            rank: c.rank,
+            orientation: c.orientation,
+            tile: [c.tile_width, c.tile_height],
+            sample_rate: c.sample_rate,
+            weight_norm: c.weight_norm,
+        },
+        encoder,
+        rate: RateConfig::with_levels(levels),
+        train: ScheduleConfig::with_steps(1, 1, 0.001),
+        data: DataConfig::in_dir("unused"),
+    };
+    config
+        .validate()
+        .map_err(|e| EncodeError::Input(format!("pack {} as a tch model: {e}", pack.id())))?;
+    Ok(config)
 }
 
 /// The value a model variable takes from a pack, by its name (spec/model-pack.md §4).
