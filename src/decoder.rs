@@ -105,10 +105,36 @@ impl<'p> Decoder<'p> {
         self.pack
     }
 
+    /// The pack's synthesis state, computed when the decoder was made.
+    pub(crate) fn synthesizer(&self) -> &TileSynthesizer<'p> {
+        &self.synth
+    }
+
     /// Decodes a complete file held in memory.
     pub fn decode(&self, bytes: &[u8]) -> Result<Decoded, Error> {
-        let (header, v) = self.decode_quantised(bytes)?;
-        self.synthesise(&header, &v)
+        self.decode_container(&Container::parse(bytes, &self.options.limits)?)
+    }
+
+    /// Decodes a file already split and verified by [`Container::parse`], for callers
+    /// that read the header first (to choose a pack or an output format): the header is
+    /// not parsed, nor the checksum computed, a second time. The decoder's own limits
+    /// and the pack are checked.
+    ///
+    /// ```
+    /// # use ipc_codec::{pack::synthetic::SyntheticPack, Decoder, ModelPack};
+    /// use ipc_codec::container::Container;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let pack = ModelPack::from_pack_file(&SyntheticPack::small_image().build().to_pack_file()?)?;
+    /// # let file = ipc_codec::encode_quantised(&pack, ipc_codec::Geometry::Image {
+    /// #     width: 20, height: 10, channels: 3, bit_depth: 8 }, 1, None, &vec![0; 6 * 4 * 16])?;
+    /// let container = Container::parse(&file, &ipc_codec::Limits::default())?;
+    /// println!("made with pack {}", container.header.pack_id);
+    /// let decoded = Decoder::new(&pack).decode_container(&container)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn decode_container(&self, container: &Container<'_>) -> Result<Decoded, Error> {
+        let v = self.quantised_v(container)?;
+        self.synthesise(&container.header, &v)
     }
 
     /// Decodes a file from a reader, reading no more than the header declares (plus one
@@ -121,7 +147,19 @@ impl<'p> Decoder<'p> {
     /// Decodes an 8-bit image into a caller's buffer of exactly
     /// `width * height * channels` bytes (see [`Header::parse`] to learn the size first).
     pub fn decode_image_into(&self, bytes: &[u8], buf: &mut [u8]) -> Result<Header, Error> {
-        let (header, v) = self.decode_quantised(bytes)?;
+        let container = Container::parse(bytes, &self.options.limits)?;
+        self.decode_container_image_into(&container, buf)?;
+        Ok(container.header)
+    }
+
+    /// [`Decoder::decode_image_into`] for a file already split and verified by
+    /// [`Container::parse`] (see [`Decoder::decode_container`]).
+    pub fn decode_container_image_into(
+        &self,
+        container: &Container<'_>,
+        buf: &mut [u8],
+    ) -> Result<(), Error> {
+        let header = &container.header;
         let Geometry::Image {
             width,
             height,
@@ -140,8 +178,9 @@ impl<'p> Decoder<'p> {
                 buf.len()
             )));
         }
-        self.render_image(&header, &v, |i, x| buf[i] = to_u8(x));
-        Ok(header)
+        let v = self.quantised_v(container)?;
+        self.render_image(header, &v, |i, x| buf[i] = to_u8(x));
+        Ok(())
     }
 
     /// Parses, validates and entropy-decodes a file, returning its header and the
@@ -149,8 +188,16 @@ impl<'p> Decoder<'p> {
     /// Conformance tests compare this exactly (codec-tests/README.md).
     pub fn decode_quantised(&self, bytes: &[u8]) -> Result<(Header, Vec<i32>), Error> {
         let container = Container::parse(bytes, &self.options.limits)?;
-        let header = container.header;
-        check_pack(&header, self.pack)?;
+        let v = self.quantised_v(&container)?;
+        Ok((container.header, v))
+    }
+
+    /// The entropy-decoded quantised V of a verified file, after checking it against
+    /// the decoder's limits and pack.
+    fn quantised_v(&self, container: &Container<'_>) -> Result<Vec<i32>, Error> {
+        let header = &container.header;
+        self.options.limits.check(header)?;
+        check_pack(header, self.pack)?;
         let model = self
             .pack
             .v_model(usize::from(header.quality_level))
@@ -168,10 +215,9 @@ impl<'p> Decoder<'p> {
             });
         }
         let count = count as usize;
-        let v = model
+        Ok(model
             .decode(container.payload, count)
-            .map_err(FormatError::Payload)?;
-        Ok((header, v))
+            .map_err(FormatError::Payload)?)
     }
 
     /// Synthesises the tiles of `q` in bands of `band_tiles` tiles, handing each band's

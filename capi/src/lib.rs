@@ -30,9 +30,11 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CString};
-use std::mem::{align_of, size_of};
+use std::mem::{align_of, size_of, ManuallyDrop};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
 
+use ipc_codec::container::Container;
 use ipc_codec::{
     Decoded, DecodedAudio, DecodedImage, Decoder, Error, Geometry, Header, ImagePixels, Limits,
     ModelPack, PackError,
@@ -68,16 +70,60 @@ pub const IPC_MODALITY_IMAGE: u32 = 1;
 /// `IpcInfo::modality` of audio.
 pub const IPC_MODALITY_AUDIO: u32 = 2;
 
-/// A loaded, validated model pack. Opaque to C; create it with [`ipc_pack_load`] and
-/// release it with [`ipc_pack_free`]. Decoding only reads it, so one pack may be used
-/// by several threads at once.
+/// A loaded, validated model pack with its decoder. Opaque to C; create it with
+/// [`ipc_pack_load`] and release it with [`ipc_pack_free`]. The decoder's
+/// per-pack synthesis state is computed once, at load, and every decode call reuses
+/// it. Decoding only reads the handle, so one pack may be used by several threads at
+/// once.
 pub struct IpcPack {
-    pack: ModelPack,
+    /// Borrows the pack below, so it is dropped first ([`Drop`]).
+    decoder: ManuallyDrop<Decoder<'static>>,
+    /// Owned by the handle: from `Box::into_raw` in [`IpcPack::new`], released in
+    /// [`Drop`] after the decoder.
+    pack: NonNull<ModelPack>,
 }
+
+impl IpcPack {
+    fn new(pack: ModelPack) -> IpcPack {
+        let pack = NonNull::from(Box::leak(Box::new(pack)));
+        // SAFETY: `pack` points to a live, initialised ModelPack that this handle owns
+        // and frees only in `Drop`, after dropping the decoder, and nothing mutates it:
+        // a shared reference to it stays valid for the decoder's whole life.
+        let decoder = Decoder::new(unsafe { &*pack.as_ptr() });
+        IpcPack {
+            decoder: ManuallyDrop::new(decoder),
+            pack,
+        }
+    }
+
+    fn pack(&self) -> &ModelPack {
+        self.decoder.pack()
+    }
+}
+
+impl Drop for IpcPack {
+    fn drop(&mut self) {
+        // SAFETY: the decoder is dropped here, once, and not used again.
+        unsafe { ManuallyDrop::drop(&mut self.decoder) };
+        // SAFETY: `pack` came from `Box::leak` in `IpcPack::new`, is released only
+        // here, and nothing borrows it any more (the decoder was its only borrower).
+        drop(unsafe { Box::from_raw(self.pack.as_ptr()) });
+    }
+}
+
+// SAFETY: an `IpcPack` owns its ModelPack (through `pack`) and a Decoder that only
+// reads it; both are Send and Sync (checked below) and neither has interior
+// mutability, so moving the handle to another thread or sharing it is as safe as
+// doing so with the two values themselves.
+unsafe impl Send for IpcPack {}
+// SAFETY: as for Send.
+unsafe impl Sync for IpcPack {}
 
 // The C header promises that a pack may be shared between threads.
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ModelPack>();
+    assert_send_sync::<Decoder<'static>>();
     assert_send_sync::<IpcPack>();
 };
 
@@ -360,7 +406,7 @@ pub unsafe extern "C" fn ipc_pack_load(
         // SAFETY: by the contract `data` points to `len` readable bytes.
         let bytes = unsafe { input(data, len, "data") }?;
         let pack = ModelPack::from_pack_file(bytes)?;
-        slot[0] = Box::into_raw(Box::new(IpcPack { pack }));
+        slot[0] = Box::into_raw(Box::new(IpcPack::new(pack)));
         Ok(())
     })
 }
@@ -399,7 +445,7 @@ pub unsafe extern "C" fn ipc_pack_id(pack: *const IpcPack, id_out: *mut u8) -> c
         let pack = unsafe { pack_ref(pack) }?;
         // SAFETY: by the contract `id_out` points to 16 writable bytes.
         let out = unsafe { output(id_out, 16, "id_out") }?;
-        out.copy_from_slice(pack.pack.id().as_bytes());
+        out.copy_from_slice(pack.pack().id().as_bytes());
         Ok(())
     })
 }
@@ -490,7 +536,7 @@ unsafe fn decode_with<T>(
     out: *mut T,
     out_len: usize,
     target: Target,
-    decode: impl FnOnce(&ModelPack, &[u8], &mut [T]) -> Result<(), Failure>,
+    decode: impl FnOnce(&Decoder<'static>, &Container<'_>, &mut [T]) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
     // SAFETY: by the contract `pack` is a live pack.
     let pack = unsafe { pack_ref(pack) }?;
@@ -510,7 +556,9 @@ unsafe fn decode_with<T>(
     // caller's buffer (the decoders check the same limits again).
     Limits::default().check(&header)?;
     check_target(&header, target, buf.len())?;
-    decode(&pack.pack, bytes, buf)
+    // Split and verified once (checksum included); the decoder takes it as it is.
+    let container = Container::parse(bytes, &Limits::default())?;
+    decode(&pack.decoder, &container, buf)
 }
 
 /// Decodes an 8-bit image (1 or 3 channels) into `pixels`: row-major, channels
@@ -542,8 +590,8 @@ pub unsafe extern "C" fn ipc_decode_image8(
                 pixels,
                 pixels_len,
                 Target::Image8,
-                |p, b, buf| {
-                    Decoder::new(p).decode_image_into(b, buf)?;
+                |decoder, file, buf| {
+                    decoder.decode_container_image_into(file, buf)?;
                     Ok(())
                 },
             )
@@ -579,8 +627,8 @@ pub unsafe extern "C" fn ipc_decode_image16(
                 pixels,
                 pixels_len,
                 Target::Image16,
-                |p, b, buf| {
-                    match Decoder::new(p).decode(b)? {
+                |decoder, file, buf| {
+                    match decoder.decode_container(file)? {
                         Decoded::Image(DecodedImage {
                             pixels: ImagePixels::U16(px),
                             ..
@@ -621,8 +669,8 @@ pub unsafe extern "C" fn ipc_decode_audio16(
                 samples,
                 samples_len,
                 Target::Audio16,
-                |p, b, buf| {
-                    match Decoder::new(p).decode(b)? {
+                |decoder, file, buf| {
+                    match decoder.decode_container(file)? {
                         Decoded::Audio(DecodedAudio { samples, .. }) => {
                             buf.copy_from_slice(&samples)
                         }
@@ -776,6 +824,69 @@ mod tests {
             assert_eq!(status, IPC_ERR_ARGUMENT);
             ipc_pack_free(std::ptr::null_mut());
         }
+    }
+
+    /// One pack handle, with the decoder state it owns, decodes on several threads at
+    /// once, as the header promises, each call giving the library's pixels.
+    #[test]
+    fn one_pack_decodes_on_several_threads() {
+        let pack_file = SyntheticPack::small_image().build().to_pack_file().unwrap();
+        let lib_pack = ModelPack::from_pack_file(&pack_file).unwrap();
+        let geometry = Geometry::Image {
+            width: 16,
+            height: 8,
+            channels: 3,
+            bit_depth: 8,
+        };
+        let files: Vec<Vec<u8>> = (0..4)
+            .map(|k| {
+                let v: Vec<i32> = (0..2 * 4 * 16).map(|i| (i * (k + 2)) % 7 - 3).collect();
+                encode_quantised(&lib_pack, geometry, 1, None, &v).unwrap()
+            })
+            .collect();
+        let mut pack = std::ptr::null_mut();
+        // SAFETY: valid pointers; the pack is freed after every thread has finished.
+        unsafe {
+            assert_eq!(
+                ipc_pack_load(pack_file.as_ptr(), pack_file.len(), &mut pack),
+                IPC_OK
+            );
+        }
+        /// A pack pointer that may cross threads (the handle is Sync).
+        #[derive(Clone, Copy)]
+        struct Shared(*const IpcPack);
+        // SAFETY: `IpcPack` is Sync, and the pointer outlives the threads.
+        unsafe impl Send for Shared {}
+        let shared = Shared(pack);
+        let lib_pack = &lib_pack;
+        std::thread::scope(|s| {
+            for file in &files {
+                s.spawn(move || {
+                    let shared = shared;
+                    let mut px = vec![0u8; 16 * 8 * 3];
+                    for _ in 0..3 {
+                        // SAFETY: valid pointers; the pack is live until after the scope.
+                        let status = unsafe {
+                            ipc_decode_image8(
+                                shared.0,
+                                file.as_ptr(),
+                                file.len(),
+                                px.as_mut_ptr(),
+                                px.len(),
+                            )
+                        };
+                        assert_eq!(status, IPC_OK);
+                        let mut want = vec![0u8; px.len()];
+                        Decoder::new(lib_pack)
+                            .decode_image_into(file, &mut want)
+                            .unwrap();
+                        assert_eq!(px, want);
+                    }
+                });
+            }
+        });
+        // SAFETY: from ipc_pack_load, freed once, no thread uses it any more.
+        unsafe { ipc_pack_free(pack) };
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `ipc-codec decode`.
 
-use std::io::{self, Cursor, IsTerminal, Seek, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -39,12 +39,36 @@ pub fn run(args: &DecodeArgs) -> Result<()> {
     refuse_overwriting_input(&args.input, &args.output)?;
     let source = Source::new(&args.input);
     let sink = Sink::new(&args.output);
-    let (header, bytes) = source.read_ipc(&limits).map_err(hint_at_limit_flags)?;
+    let bytes = source.read_ipc(&limits).map_err(hint_at_limit_flags)?;
+    let container = source
+        .verify(&bytes, &limits)
+        .map_err(hint_at_limit_flags)?;
+    let header = &container.header;
     let modality = header.geometry.modality();
     let format = choose_format(sink, args.format, modality, &source)?;
 
+    // The decoder checks the pack too, but only after the output file is checked; a
+    // wrong pack is common enough to be told first, and in words that fit how the pack
+    // was chosen.
     let (pack, pack_name) = match &args.model {
-        Some(path) => (load_pack(path)?, path.display().to_string()),
+        Some(path) => {
+            let pack = load_pack(path)?;
+            if header.pack_id != pack.id() {
+                return Err(Error::WrongPack {
+                    needed: header.pack_id,
+                    supplied: pack.id(),
+                })
+                .with_context(|| {
+                    format!(
+                        "cannot decode {} with model pack {} ({})",
+                        source.name(),
+                        path.display(),
+                        pack.config().name
+                    )
+                });
+            }
+            (pack, path.display().to_string())
+        }
         None => {
             let builtin = BuiltIn::for_modality(modality);
             let pack = builtin.load()?;
@@ -70,15 +94,6 @@ pub fn run(args: &DecodeArgs) -> Result<()> {
             pack.config().name
         )
     };
-    // The decoder checks this too, but only after the output file exists; a wrong pack
-    // is common enough to be told before any work.
-    if header.pack_id != pack.id() {
-        return Err(Error::WrongPack {
-            needed: header.pack_id,
-            supplied: pack.id(),
-        })
-        .with_context(context);
-    }
     if matches!(sink, Sink::Stdout) && io::stdout().is_terminal() {
         return Err(Failure::usage(format!(
             "refusing to write {format} data to a terminal; redirect standard output or give -o FILE"
@@ -100,20 +115,17 @@ pub fn run(args: &DecodeArgs) -> Result<()> {
             // the file itself is created only once the image or audio is decoded
             // (src/signals.rs).
             AtomicFile::check_writable(path).with_context(write_context)?;
-            let decoded = decoder.decode(&bytes).with_context(context)?;
+            let decoded = decoder.decode_container(&container).with_context(context)?;
             let mut out = AtomicFile::create(path).with_context(write_context)?;
             encode(decoded, out.writer()).with_context(write_context)?;
             out.commit().with_context(write_context)?;
         }
         Sink::Stdout => {
-            let decoded = decoder.decode(&bytes).with_context(context)?;
-            // The WAV writer seeks back to fill in lengths, which stdout cannot do.
-            let mut buf = Cursor::new(Vec::new());
-            encode(decoded, &mut buf)?;
-            let mut stdout = io::stdout().lock();
-            stdout
-                .write_all(buf.get_ref())
-                .and_then(|()| stdout.flush())
+            let decoded = decoder.decode_container(&container).with_context(context)?;
+            // Both writers know every length before they start, so the output streams.
+            let mut stdout = io::BufWriter::new(io::stdout().lock());
+            encode(decoded, &mut stdout)
+                .and_then(|()| Ok(stdout.flush()?))
                 .context("cannot write to standard output")?;
         }
     }
@@ -200,7 +212,7 @@ fn default_format(modality: Modality) -> OutputFormat {
 }
 
 /// Writes a decoded signal as PNG (images) or 16-bit PCM WAV (audio).
-fn encode<W: Write + Seek>(decoded: Decoded, out: &mut W) -> Result<()> {
+fn encode<W: Write>(decoded: Decoded, out: &mut W) -> Result<()> {
     match decoded {
         Decoded::Image(image) => {
             image

@@ -45,16 +45,18 @@ impl<'a> Source<'a> {
     }
 
     /// Reads one complete file with [`read_ipc`] (header first, then no more than the
-    /// header declares once the limits are checked) and verifies it with
-    /// [`Container::parse`], so that a damaged file is reported before any work.
-    pub fn read_ipc(&self, limits: &Limits) -> Result<(Header, Vec<u8>)> {
+    /// header declares once the limits are checked); [`Source::verify`] then splits and
+    /// verifies it.
+    pub fn read_ipc(&self, limits: &Limits) -> Result<Vec<u8>> {
         let mut reader = self.open()?;
-        let mut read = || -> Result<_, Error> {
-            let bytes = read_ipc(&mut reader, limits)?;
-            let header = Container::parse(&bytes, limits)?.header;
-            Ok((header, bytes))
-        };
-        read().with_context(|| format!("cannot read {}", self.name()))
+        read_ipc(&mut reader, limits).with_context(|| format!("cannot read {}", self.name()))
+    }
+
+    /// Splits and verifies (checksum included) a file from [`Source::read_ipc`] with
+    /// [`Container::parse`], once, so that a damaged file is reported before any work
+    /// and the decoder need not check it again ([`ipc_codec::Decoder::decode_container`]).
+    pub fn verify<'b>(&self, bytes: &'b [u8], limits: &Limits) -> Result<Container<'b>> {
+        Container::parse(bytes, limits).with_context(|| format!("cannot read {}", self.name()))
     }
 
     /// Reads a file for inspection: like [`read_ipc`], but a file that is too short or

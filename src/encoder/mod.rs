@@ -38,7 +38,6 @@ use crate::decoder::{check_pack, DecodeOptions, Decoded, Decoder, ImagePixels, L
 use crate::error::{Error, FormatError};
 use crate::metrics;
 use crate::pack::ModelPack;
-use crate::synthesis::TileSynthesizer;
 
 pub mod hypernet;
 pub mod network;
@@ -206,6 +205,8 @@ pub struct Encoder<'p> {
     pack: &'p ModelPack,
     config: EncoderConfig,
     model: DistortionModel<'p>,
+    /// Decodes every trial file to measure it; built once, as is its synthesis state.
+    decoder: Decoder<'p>,
     hyper: Option<HyperNetwork>,
     meta: Option<MetaInit>,
     lambdas: Vec<f64>,
@@ -279,10 +280,12 @@ impl<'p> Encoder<'p> {
             }
         };
         let lambdas = pack_lambdas(pack)?;
+        let (model, decoder) = models(pack, &config);
         Ok(Encoder {
             pack,
             config,
-            model: DistortionModel::new(TileSynthesizer::new(pack)),
+            model,
+            decoder,
             hyper,
             meta,
             lambdas,
@@ -297,10 +300,12 @@ impl<'p> Encoder<'p> {
         config: EncoderConfig,
         backend: Box<dyn VBackend + 'p>,
     ) -> Result<Encoder<'p>, EncodeError> {
+        let (model, decoder) = models(pack, &config);
         Ok(Encoder {
             pack,
             config,
-            model: DistortionModel::new(TileSynthesizer::new(pack)),
+            model,
+            decoder,
             hyper: None,
             meta: None,
             lambdas: pack_lambdas(pack)?,
@@ -602,15 +607,21 @@ impl<'p> Encoder<'p> {
 
     /// PSNR of `file` decoded, against `signal` (see [`Encoded::psnr`]).
     fn measure(&self, signal: &Signal, file: &[u8]) -> Result<f64, EncodeError> {
-        let decoder = Decoder::with_options(
-            self.pack,
-            DecodeOptions {
-                limits: self.config.limits,
-                threads: self.config.threads,
-            },
-        );
-        Ok(psnr(signal, &decoder.decode(file)?))
+        Ok(psnr(signal, &self.decoder.decode(file)?))
     }
+}
+
+/// The distortion model and the decoder of an encoder, sharing one computation of the
+/// pack's synthesis state.
+fn models<'p>(pack: &'p ModelPack, config: &EncoderConfig) -> (DistortionModel<'p>, Decoder<'p>) {
+    let decoder = Decoder::with_options(
+        pack,
+        DecodeOptions {
+            limits: config.limits,
+            threads: config.threads,
+        },
+    );
+    (DistortionModel::new(decoder.synthesizer().clone()), decoder)
 }
 
 /// The rate-distortion trade-off each quality level was trained for
