@@ -96,6 +96,8 @@ typedef struct IpcInfo {
  * Reads a model pack file (a zstd frame around safetensors) from memory and
  * stores a new handle in *pack_out (NULL on failure). The bytes are copied;
  * the caller may free them afterwards. Release the pack with ipc_pack_free.
+ * The handle also holds the decoder's per-pack synthesis state, computed here
+ * once: load a pack once and decode many files with it.
  * Returns IPC_OK, IPC_ERR_PACK or IPC_ERR_ARGUMENT.
  */
 int ipc_pack_load(const uint8_t *data, size_t len, IpcPack **pack_out);

@@ -386,7 +386,8 @@ unsafe fn pack_ref<'a>(pack: *const IpcPack) -> Result<&'a IpcPack, Failure> {
 // Packs.
 
 /// Reads a model pack file (a zstd frame around safetensors) and stores a handle to it
-/// in `*pack_out`; `*pack_out` is set to NULL on failure. The bytes are not kept.
+/// in `*pack_out`; `*pack_out` is set to NULL on failure. The bytes are not kept. The
+/// handle also holds the decoder's per-pack synthesis state, computed here once.
 ///
 /// Returns `IPC_OK`, `IPC_ERR_PACK` (invalid pack) or `IPC_ERR_ARGUMENT`.
 ///
