@@ -12,9 +12,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ipc_codec::encoder::{
-    seam_psnr, Encoder, EncoderConfig, ImageSignal, Method, RateTarget, Signal,
-};
+use ipc_codec::encoder::{Encoder, EncoderConfig, ImageSignal, Method, RateTarget, Signal};
 use ipc_codec::{Decoded, Decoder, ModelPack};
 
 fn load(path: &std::path::Path) -> ImageSignal {
@@ -117,13 +115,13 @@ fn main() {
             let Decoded::Image(decoded) = decoder.decode(&e.file).expect("decodes") else {
                 panic!("not an image")
             };
-            let check = ipc_codec::encoder::psnr(&signal, &Decoded::Image(decoded.clone()));
+            let check = ipc_codec::metrics::psnr(&signal, &Decoded::Image(decoded.clone()));
             assert!(
                 (check - e.psnr).abs() < 1e-9,
                 "{}: decode differs",
                 path.display()
             );
-            let (s, i) = seam_psnr(image, &decoded, tw, th);
+            let (s, i) = ipc_codec::metrics::seam_psnr(image, &decoded, tw, th);
             bpp += e.rate;
             psnr += e.psnr;
             seam += s;

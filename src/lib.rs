@@ -9,8 +9,17 @@
 //! other layers, the Fourier features and the entropy model taken from a model pack
 //! (`spec/model-pack.md`) that the file names by content hash.
 //!
-//! This crate is the decoder library: pure Rust, no libtorch, no CLI dependencies
-//! when built with `default-features = false`.
+//! This crate is the codec library, in pure Rust (no libtorch, no CLI dependencies,
+//! nothing beyond the format's own needs with `default-features = false`):
+//! - decoding: [`Decoder`], [`container`] (the file format), [`entropy`], [`synthesis`]
+//!   and [`pack`] (model packs), what a program that shows `.ipc` files links (the C
+//!   ABI, `ipc-codec-capi`, wraps exactly this);
+//! - encoding: [`encoder`] (tiling, the hypernetwork and meta-learned initialisation,
+//!   quantisation-aware refinement, rate control), used by `ipc-codec encode`;
+//! - [`metrics`], the PSNR and rate figures every part of the project reports, and
+//!   [`parallel`], its one thread pool.
+//!
+//! Training (libtorch) lives in `ipc-train`, the command line in `ipc-codec-cli`.
 //!
 //! ```
 //! use ipc_codec::{pack::synthetic::SyntheticPack, Decoded, Decoder, Geometry, ModelPack};

@@ -333,7 +333,7 @@ fn refinement_improves_quality_and_files_decode() {
                 }
                 _ => panic!("modality changed"),
             }
-            let measured = ipc_codec::encoder::psnr(&signal, &decoded);
+            let measured = ipc_codec::metrics::psnr(&signal, &decoded);
             assert!((measured - e.psnr).abs() < 1e-9);
             psnr.push(e.psnr);
             bytes.push(e.file.len());
@@ -488,7 +488,7 @@ fn seam_psnr_splits_border_and_interior_pixels() {
         channels: 1,
         pixels: ipc_codec::ImagePixels::U8(pixels),
     };
-    let (border, interior) = ipc_codec::encoder::seam_psnr(&img, &decoded, 4, 4);
+    let (border, interior) = ipc_codec::metrics::seam_psnr(&img, &decoded, 4, 4);
     // Border pixels: columns 3, 4, 7, 8 and rows 3, 4 -> 4*6 + 2*10 - 2*4 = 36 pixels.
     let expect = |err: f64, n: f64| 10.0 * (255.0f64 * 255.0 / (err * err / n)).log10();
     assert!((border - expect(20.0, 36.0)).abs() < 1e-9, "{border}");

@@ -1,5 +1,5 @@
 //! The transformer hypernetwork that predicts V from a tile in one forward pass
-//! (METHOD.md; the pack tensors `encoder.hyper.*`, spec/model-pack.md §4.3).
+//! (docs/method.md §4; the pack tensors `encoder.hyper.*`, spec/model-pack.md §4.3).
 //!
 //! Tokens: the tile cut into patches (images: `patch x patch` pixels, RGB interleaved
 //! within a pixel, pixels row-major within the patch, patches row-major; audio:

@@ -34,7 +34,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::container::{write_file, Geometry, Header};
-use crate::decoder::{check_pack, DecodeOptions, Decoded, Decoder, ImagePixels, Limits};
+use crate::decoder::{check_pack, DecodeOptions, Decoder, Limits};
 use crate::error::{Error, FormatError};
 use crate::metrics;
 use crate::pack::ModelPack;
@@ -607,7 +607,7 @@ impl<'p> Encoder<'p> {
 
     /// PSNR of `file` decoded, against `signal` (see [`Encoded::psnr`]).
     fn measure(&self, signal: &Signal, file: &[u8]) -> Result<f64, EncodeError> {
-        Ok(psnr(signal, &self.decoder.decode(file)?))
+        Ok(metrics::psnr(signal, &self.decoder.decode(file)?))
     }
 }
 
@@ -636,88 +636,6 @@ pub fn pack_lambdas(pack: &ModelPack) -> Result<Vec<f64>, EncodeError> {
             .collect(),
         None => vec![0.0; levels],
     })
-}
-
-/// PSNR of a decoded signal against the original (see [`Encoded::psnr`]); infinite
-/// when they are equal.
-pub fn psnr(signal: &Signal, decoded: &Decoded) -> f64 {
-    let (sse, n, peak) = match (signal, decoded) {
-        (Signal::Image(s), Decoded::Image(d)) => {
-            let peak = if s.bit_depth == 16 { 65535.0 } else { 255.0 };
-            let sse: f64 = match &d.pixels {
-                ImagePixels::U8(p) => p
-                    .iter()
-                    .zip(&s.samples)
-                    .map(|(&a, &b)| (f64::from(a) - (f64::from(b) * 255.0).round()).powi(2))
-                    .sum(),
-                ImagePixels::U16(p) => p
-                    .iter()
-                    .zip(&s.samples)
-                    .map(|(&a, &b)| (f64::from(a) - (f64::from(b) * 65535.0).round()).powi(2))
-                    .sum(),
-            };
-            (sse, s.samples.len(), peak)
-        }
-        (Signal::Audio(s), Decoded::Audio(d)) => {
-            let sse: f64 = d
-                .samples
-                .iter()
-                .zip(&s.samples)
-                .map(|(&a, &b)| (f64::from(a) / 32767.0 - f64::from(b.clamp(-1.0, 1.0))).powi(2))
-                .sum();
-            (sse, s.samples.len(), 1.0)
-        }
-        _ => return f64::NAN,
-    };
-    metrics::psnr_from_mse(sse / n.max(1) as f64, peak)
-}
-
-/// PSNR of the pixels next to an internal tile boundary (the two pixel columns and
-/// rows either side of every boundary between tiles) and of all other pixels, in that
-/// order: a direct measure of tiling seams, which would show as a lower first figure.
-/// Peaks as in [`Encoded::psnr`]; NaN where a set is empty (an image of one tile).
-pub fn seam_psnr(
-    image: &ImageSignal,
-    decoded: &crate::DecodedImage,
-    tile_width: usize,
-    tile_height: usize,
-) -> (f64, f64) {
-    let (w, h) = (image.width as usize, image.height as usize);
-    let c = usize::from(image.channels);
-    let peak: f64 = if image.bit_depth == 16 {
-        65535.0
-    } else {
-        255.0
-    };
-    let sample = |i: usize| -> f64 {
-        match &decoded.pixels {
-            ImagePixels::U8(p) => f64::from(p[i]),
-            ImagePixels::U16(p) => f64::from(p[i]),
-        }
-    };
-    let near_seam =
-        |i: usize, n: usize, t: usize| (i % t == 0 && i > 0) || (i % t == t - 1 && i + 1 < n);
-    let mut sums = [(0f64, 0usize); 2];
-    for y in 0..h {
-        let seam_y = near_seam(y, h, tile_height);
-        for x in 0..w {
-            let set = usize::from(!(seam_y || near_seam(x, w, tile_width)));
-            for ch in 0..c {
-                let i = (y * w + x) * c + ch;
-                let want = (f64::from(image.samples[i]) * peak).round();
-                sums[set].0 += (sample(i) - want).powi(2);
-                sums[set].1 += 1;
-            }
-        }
-    }
-    let psnr = |(sse, n): (f64, usize)| {
-        if n == 0 {
-            f64::NAN
-        } else {
-            metrics::psnr_from_mse(sse / n as f64, peak)
-        }
-    };
-    (psnr(sums[0]), psnr(sums[1]))
 }
 
 /// Bisection over levels `lo..=hi` for the last level where `ok` holds, assuming it

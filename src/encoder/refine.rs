@@ -1,4 +1,4 @@
-//! Optimising V by gradient: the meta-learned CAVIA inner steps (METHOD.md, the seed's
+//! Optimising V by gradient: the meta-learned CAVIA inner steps (docs/method.md §5, the seed's
 //! Algorithm 1) and the quantisation-aware refinement that `effort` buys.
 //!
 //! Refinement must buy quality at the same rate: a level's rate is what the level

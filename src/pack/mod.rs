@@ -735,7 +735,7 @@ impl ModelPack {
 }
 
 /// Scales each output unit's incoming weights (a column of the `inputs x outputs`
-/// matrix) to unit L2 norm (METHOD.md; spec/model-pack.md §4.2). A zero column stays zero.
+/// matrix) to unit L2 norm (docs/method.md §2; spec/model-pack.md §4.2). A zero column stays zero.
 pub fn normalise_columns(w: &mut [f32], inputs: usize, outputs: usize) {
     debug_assert_eq!(w.len(), inputs * outputs);
     let mut sq = vec![0f64; outputs];

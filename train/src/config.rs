@@ -58,7 +58,7 @@ fn default_seed() -> u64 {
     1
 }
 
-/// The synthesis network (METHOD.md; spec/model-pack.md §3).
+/// The synthesis network (docs/method.md §2–3; spec/model-pack.md §3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -70,7 +70,7 @@ pub struct ModelConfig {
     pub width: usize,
     /// Linear layers.
     pub layers: usize,
-    /// Index of the modulated layer (METHOD.md: the second layer, index 1, is best).
+    /// Index of the modulated layer (docs/method.md §3: the second layer, index 1, is best).
     #[serde(default = "default_modulated")]
     pub modulated_layer: usize,
     /// Rank r of V.
@@ -87,7 +87,7 @@ pub struct ModelConfig {
     /// Audio sample rate.
     #[serde(default)]
     pub sample_rate: Option<u32>,
-    /// Scale each output unit's weights to unit norm in every layer (METHOD.md). Without
+    /// Scale each output unit's weights to unit norm in every layer (docs/method.md §2). Without
     /// a learned gain this fixes activation magnitudes, which suits images; audio, whose
     /// samples are small, may train better without it.
     #[serde(default = "default_weight_norm")]
@@ -133,7 +133,7 @@ pub struct EncoderConfig {
     /// Inner steps of meta-learning.
     #[serde(default = "default_inner_steps")]
     pub inner_steps: usize,
-    /// Inner step size eps (METHOD.md: 0.01).
+    /// Inner step size eps (docs/method.md §5: 0.01).
     #[serde(default = "default_inner_lr")]
     pub inner_lr: f64,
     /// Skip second-order terms in the outer update.

@@ -1,5 +1,5 @@
 //! The IPC model in tch: Fourier features, the weight-normalised MLP with the modulated
-//! layer `norm(V U)` or `norm(U V)` (the pack's orientation; METHOD.md; spec/model-pack.md
+//! layer `norm(V U)` or `norm(U V)` (the pack's orientation; docs/method.md §3; spec/model-pack.md
 //! §4.2), the transformer hypernetwork and
 //! the meta-learned initial V0 with its CAVIA inner loop.
 //!
@@ -25,7 +25,7 @@ fn inverse_norm(sq: &Tensor) -> Tensor {
     safe.rsqrt() * positive.to_kind(Kind::Float)
 }
 
-/// Fixed log-spaced Fourier frequencies from 1 to `max_frequency` (METHOD.md).
+/// Fixed log-spaced Fourier frequencies from 1 to `max_frequency` (docs/method.md §1).
 pub fn log_spaced_frequencies(count: usize, max_frequency: f64) -> Vec<f32> {
     (0..count)
         .map(|k| {
@@ -156,7 +156,7 @@ impl Block {
 /// The transformer hypernetwork: data tokens (patches or audio chunks) with learned
 /// positional embeddings, then `rank` learned weight tokens (plus a learned embedding
 /// of the quality level); each weight token's output goes through LayerNorm + Linear
-/// to one row of V (METHOD.md).
+/// to one row of V (docs/method.md §4).
 #[derive(Debug)]
 pub struct HyperNet {
     embed: Dense,
@@ -433,7 +433,7 @@ impl IpcModel {
             .mean_dim(&[1i64, 2][..], false, Kind::Float)
     }
 
-    /// CAVIA inner loop from V0 (METHOD.md, the seed's Algorithm 1):
+    /// CAVIA inner loop from V0 (docs/method.md §5, the seed's Algorithm 1):
     /// `V <- V - eps * ||V||_F^2 * grad_V L`, `steps` times. With `create_graph` the
     /// outer update differentiates through the steps (second order).
     pub fn adapt(&self, target: &Tensor, steps: usize, eps: f64, create_graph: bool) -> Tensor {

@@ -1,4 +1,4 @@
-//! The meta-learning path (CAVIA, METHOD.md): the inner steps lower the instance loss,
+//! The meta-learning path (CAVIA, docs/method.md §5): the inner steps lower the instance loss,
 //! and the outer gradient reaches V0 and the shared weights, through the inner steps
 //! (second order) or around them (first order).
 

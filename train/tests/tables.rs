@@ -125,6 +125,6 @@ fn fitted_tables_are_per_element_and_code_v_in_fewer_bits() {
         .encode(&signal, RateTarget::Quality(1), &mut |_| {})
         .unwrap();
     let decoded = Decoder::new(&pack).decode(&encoded.file).unwrap();
-    let psnr = ipc_codec::encoder::psnr(&signal, &decoded);
+    let psnr = ipc_codec::metrics::psnr(&signal, &decoded);
     assert!((psnr - encoded.psnr).abs() < 1e-9 && psnr > 10.0, "{psnr}");
 }
