@@ -1,7 +1,8 @@
 //! The `.ipc` container: fixed header, entropy-coded payload, checksum (spec/bitstream.md).
 
 use crate::error::{Error, FormatError};
-use crate::pack::PackId;
+pub use crate::ids::Modality;
+use crate::ids::PackId;
 
 /// File signature (spec/bitstream.md §2). The high first byte catches 7-bit transfers, as PNG's does.
 pub const MAGIC: [u8; 4] = [0x89, b'I', b'P', b'C'];
@@ -11,32 +12,6 @@ pub const FORMAT_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 50;
 /// Bytes after the payload: the CRC-32 (spec/bitstream.md §6).
 pub const TRAILER_LEN: usize = 4;
-
-/// What the file holds (spec/bitstream.md §3, field `modality`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Modality {
-    /// A still image.
-    Image,
-    /// A sampled audio signal.
-    Audio,
-}
-
-impl Modality {
-    fn code(self) -> u8 {
-        match self {
-            Modality::Image => 1,
-            Modality::Audio => 2,
-        }
-    }
-
-    /// The name used in pack configurations and in `ipc-codec info`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Modality::Image => "image",
-            Modality::Audio => "audio",
-        }
-    }
-}
 
 /// Signal geometry (spec/bitstream.md §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,9 @@
 //! The decoder's error type: one enum whose variants are the categories a caller acts on
 //! differently (corrupt input, unsupported feature, exceeded limit, wrong model pack, I/O).
 
-use std::fmt;
-
 use crate::entropy::EntropyError;
-use crate::pack::{PackError, PackId};
+use crate::ids::PackId;
+use crate::pack::PackError;
 
 /// Everything that can go wrong while reading or decoding an `.ipc` file.
 #[derive(Debug, thiserror::Error)]
@@ -128,17 +127,5 @@ impl FormatError {
             FormatError::PayloadAlignment(_) => "payload-alignment",
             FormatError::Payload(_) => "corrupt-payload",
         }
-    }
-}
-
-/// Displays a byte string as lowercase hex.
-pub(crate) struct Hex<'a>(pub &'a [u8]);
-
-impl fmt::Display for Hex<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
     }
 }

@@ -49,6 +49,7 @@ pub mod encoder;
 pub mod entropy;
 pub mod error;
 mod gemm;
+mod ids;
 pub mod metrics;
 pub mod pack;
 pub mod parallel;

@@ -19,32 +19,6 @@ use crate::input::load_pack;
 use crate::media::{read_image, read_wav, Input, InputFormat};
 use crate::packs::BuiltIn;
 
-/// Refinement steps when `--effort` is not given. With the stop-9 image pack, 20 steps
-/// give +0.7 dB at 0.5 bpp and +0.4 dB at 1 bpp over none on the 13 held-out training
-/// photos, at slightly fewer bits (+0.8 / +0.4 dB on Kodak, docs/results.md), and the
-/// default encode of a 768x512 photo takes 3.9 s on two cores (within the 5 s budget);
-/// `--effort 0` is the one-pass encoder (0.34 s on one core).
-pub const DEFAULT_EFFORT: usize = 20;
-
-/// The most refinement steps `--effort` accepts: each step costs about what a decode
-/// does three times over, so 1000 steps are about 3.5 minutes for a 768x512 photo on two
-/// cores (DEFAULT_EFFORT's 20 take 4.2 s), and quality has long stopped rising by then.
-pub const MAX_EFFORT: usize = 1000;
-
-/// Parses `--effort`: a number of steps from 0 to [`MAX_EFFORT`].
-pub fn parse_effort(text: &str) -> Result<usize, String> {
-    let n: usize = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of steps"))?;
-    if n > MAX_EFFORT {
-        return Err(format!(
-            "at most {MAX_EFFORT} steps (about 3.5 minutes for 768x512)"
-        ));
-    }
-    Ok(n)
-}
-
 /// Standard input beyond the largest raw image or WAV data the limits allow (16-bit
 /// RGBA, 32-bit samples) is refused; the margin covers headers and metadata.
 fn stdin_cap(args: &EncodeArgs) -> u64 {

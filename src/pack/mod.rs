@@ -5,16 +5,14 @@
 //! The configuration is JSON under the safetensors metadata key `ipc.config`.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io::Read;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::container::Modality;
 use crate::entropy::{EntropyError, FrequencyTable, VModel, MAX_TABLE_ENTRIES};
-use crate::error::Hex;
+use crate::ids::Modality;
+pub use crate::ids::PackId;
 
 pub mod synthetic;
 
@@ -67,43 +65,6 @@ pub enum PackError {
     /// Writing a pack failed.
     #[error("cannot serialise pack: {0}")]
     Write(String),
-}
-
-/// The identity of a pack: the first 16 bytes of the SHA-256 of its decompressed
-/// safetensors bytes (spec/model-pack.md §6).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PackId([u8; 16]);
-
-impl PackId {
-    /// Wraps raw identifier bytes.
-    pub fn from_bytes(b: [u8; 16]) -> PackId {
-        PackId(b)
-    }
-
-    /// The raw identifier bytes.
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-
-    /// Computes the identifier of decompressed pack content.
-    pub fn of_content(safetensors_bytes: &[u8]) -> PackId {
-        let digest = Sha256::digest(safetensors_bytes);
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest[..16]);
-        PackId(id)
-    }
-}
-
-impl fmt::Display for PackId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        Hex(&self.0).fmt(f)
-    }
-}
-
-impl fmt::Debug for PackId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PackId({self})")
-    }
 }
 
 /// One quality level a pack offers (spec/model-pack.md §3.1).
