@@ -10,7 +10,8 @@
 //! - `entropy-O/768x512`: entropy decoding of V alone, throughput in V elements.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ipc_codec::pack::synthetic::{SplitMix64, SyntheticPack};
+use ipc_codec::pack::synthetic::SyntheticPack;
+use ipc_codec::rng::SplitMix64;
 use ipc_codec::synthesis::TileSynthesizer;
 use ipc_codec::{encode_quantised, DecodeOptions, Decoder, Geometry, ModelPack};
 

@@ -11,7 +11,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ipc_codec::encoder::{Encoder, EncoderConfig, ImageSignal, Method, RateTarget, Signal};
-use ipc_codec::pack::synthetic::SplitMix64;
+use ipc_codec::rng::SplitMix64;
 use ipc_codec::ModelPack;
 
 const WIDTH: u32 = 768;

@@ -5,7 +5,8 @@
 //! `cargo bench --bench entropy` reports `entropy/encode` and `entropy/decode`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ipc_codec::pack::synthetic::{SplitMix64, SyntheticPack};
+use ipc_codec::pack::synthetic::SyntheticPack;
+use ipc_codec::rng::SplitMix64;
 use ipc_codec::ModelPack;
 
 fn bench(c: &mut Criterion) {

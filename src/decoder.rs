@@ -468,7 +468,8 @@ impl DecodedImage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::synthetic::{SplitMix64, SyntheticPack};
+    use crate::pack::synthetic::SyntheticPack;
+    use crate::rng::SplitMix64;
 
     /// Every sample as a whole-signal synthesis gives it (all tiles at once), against
     /// the band-by-band decoder, for signals of several bands with partial last ones.

@@ -403,7 +403,7 @@ mod tests {
             check(&[], &[], &[]);
         }
     }
-    use crate::pack::synthetic::SplitMix64;
+    use crate::rng::SplitMix64;
 
     fn laplace_table(min: i32, len: usize, decay_num: u64) -> FrequencyTable {
         let centre = (-min) as usize;

@@ -53,6 +53,7 @@ mod ids;
 pub mod metrics;
 pub mod pack;
 pub mod parallel;
+pub mod rng;
 pub mod synthesis;
 
 pub use container::{Geometry, Header, Modality};

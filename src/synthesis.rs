@@ -527,7 +527,8 @@ fn inverse_norm(sq: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::synthetic::{SplitMix64, SyntheticPack};
+    use crate::pack::synthetic::SyntheticPack;
+    use crate::rng::SplitMix64;
 
     /// Plain-loop evaluation of one tile, in f64, straight from the stored (not
     /// pre-normalised) tensors: the definition the fast path must match.

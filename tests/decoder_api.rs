@@ -1,7 +1,8 @@
 //! The public decoding API: equivalence of its entry points, limits, caller buffers,
 //! and agreement with an independent reassembly of the synthesised tiles.
 
-use ipc_codec::pack::synthetic::{SplitMix64, SyntheticPack};
+use ipc_codec::pack::synthetic::SyntheticPack;
+use ipc_codec::rng::SplitMix64;
 use ipc_codec::synthesis::TileSynthesizer;
 use ipc_codec::{
     encode_quantised, DecodeOptions, Decoded, Decoder, Error, Geometry, ImagePixels, Limits,

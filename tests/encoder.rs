@@ -5,7 +5,8 @@ use ipc_codec::encoder::{
     AudioSignal, DistortionModel, EncodeError, Encoder, EncoderConfig, ImageSignal, Method,
     RateTarget, Signal, Tiles,
 };
-use ipc_codec::pack::synthetic::{SplitMix64, SyntheticPack};
+use ipc_codec::pack::synthetic::SyntheticPack;
+use ipc_codec::rng::SplitMix64;
 use ipc_codec::synthesis::TileSynthesizer;
 use ipc_codec::{Decoded, Decoder, ModelPack};
 

@@ -6,7 +6,7 @@
 //! `ipc_decode_audio16/1s` (files of small random V, which decode as fast as any).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ipc_codec::pack::synthetic::SplitMix64;
+use ipc_codec::rng::SplitMix64;
 use ipc_codec::{encode_quantised, Geometry, ModelPack};
 use ipccodec::{ipc_decode_audio16, ipc_decode_image8, ipc_pack_free, ipc_pack_load, IPC_OK};
 

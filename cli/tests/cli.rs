@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ipc_codec::pack::synthetic::{SplitMix64, SyntheticPack};
+use ipc_codec::pack::synthetic::SyntheticPack;
+use ipc_codec::rng::SplitMix64;
 use ipc_codec::{encode_quantised, Decoded, Decoder, Geometry, ImagePixels, ModelPack};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipc-codec");

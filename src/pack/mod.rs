@@ -14,6 +14,9 @@ use crate::entropy::{EntropyError, FrequencyTable, VModel, MAX_TABLE_ENTRIES};
 use crate::ids::Modality;
 pub use crate::ids::PackId;
 
+// Seeded test packs, for this crate's tests and, through the `test-support` feature,
+// for other packages' tests and benches; never in a program's decoder.
+#[cfg(any(test, feature = "test-support"))]
 pub mod synthetic;
 
 /// Metadata key holding the configuration JSON (spec/model-pack.md §3).

@@ -9,6 +9,7 @@ use super::{
 };
 use crate::container::Modality;
 use crate::entropy::FrequencyTable;
+use crate::rng::SplitMix64;
 
 /// The shape of a synthetic pack.
 #[derive(Debug, Clone, PartialEq)]
@@ -287,30 +288,4 @@ fn geometric_table(half: i32, decay_per_1024: u64) -> FrequencyTable {
         .collect();
     counts.push(1 << 10);
     FrequencyTable { min: -half, counts }
-}
-
-/// SplitMix64: a small, well-mixed generator with a fixed definition.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[-scale, scale)`, from 24 random bits (exact in f32).
-    pub fn uniform(&mut self, scale: f32) -> f32 {
-        let unit = (self.next_u64() >> 40) as f32 / (1u32 << 24) as f32;
-        (2.0 * unit - 1.0) * scale
-    }
-
-    /// `n` values from [`Self::uniform`].
-    pub fn uniform_vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform(scale)).collect()
-    }
 }

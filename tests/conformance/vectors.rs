@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use ipc_codec::container::{write_file, Header, HEADER_LEN};
-use ipc_codec::pack::synthetic::{SplitMix64, SyntheticPack};
+use ipc_codec::pack::synthetic::SyntheticPack;
+use ipc_codec::rng::SplitMix64;
 use ipc_codec::{encode_quantised, Decoded, Decoder, Geometry, ImagePixels, ModelPack};
 use serde_json::json;
 

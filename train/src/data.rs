@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageReader};
-use ipc_codec::pack::synthetic::SplitMix64;
+use ipc_codec::rng::SplitMix64;
 
 /// Image file extensions that [`ImageSet::load`] reads (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];

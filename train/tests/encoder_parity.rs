@@ -6,7 +6,7 @@ use ipc_codec::encoder::{
     DistortionModel, Encoder, EncoderConfig, ImageSignal, Method, RateModel, RateTarget, Signal,
     Tiles,
 };
-use ipc_codec::pack::synthetic::SplitMix64;
+use ipc_codec::rng::SplitMix64;
 use ipc_codec::synthesis::TileSynthesizer;
 use ipc_codec::ModelPack;
 use ipc_train::config::TrainConfig;

@@ -2,7 +2,7 @@
 //! synthesis matches `IpcModel::synthesize` on the same V (issue: parity to 1e-4 mean
 //! absolute), for image and audio packs, including trained (non-initial) weights.
 
-use ipc_codec::pack::synthetic::SplitMix64;
+use ipc_codec::rng::SplitMix64;
 use ipc_codec::synthesis::TileSynthesizer;
 use ipc_codec::ModelPack;
 use ipc_train::config::TrainConfig;
