@@ -4,6 +4,7 @@
 use std::fmt;
 use std::process::ExitCode;
 
+use ipc_bench::{BenchError, BenchErrorKind};
 use ipc_codec::encoder::EncodeError;
 use ipc_codec::{Error, FormatError, PackError};
 
@@ -84,11 +85,17 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// The category of an error: the outermost [`Failure`] if there is one, otherwise
-/// the first library error in the chain.
+/// The category of an error: the outermost [`Failure`] (or error of `bench`'s own) if
+/// there is one, otherwise the first library error in the chain.
 pub fn categorise(err: &anyhow::Error) -> Category {
     if let Some(f) = err.downcast_ref::<Failure>() {
         return f.category;
+    }
+    if let Some(e) = err.downcast_ref::<BenchError>() {
+        return match e.kind {
+            BenchErrorKind::Usage => Category::Usage,
+            BenchErrorKind::Pack => Category::Pack,
+        };
     }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<Error>() {

@@ -16,7 +16,6 @@ mod info;
 mod input;
 mod media;
 mod packs;
-mod resample;
 mod signals;
 #[cfg(feature = "train")]
 mod train;

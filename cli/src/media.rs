@@ -10,9 +10,9 @@ use anyhow::{Context, Result};
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
 use ipc_codec::encoder::{AudioSignal, ImageSignal};
 use ipc_codec::Modality;
+use ipc_wav::resample::{read_resampled, ReadError};
 
 use crate::failure::Failure;
-use crate::resample::Resampler;
 
 /// The input formats `encode` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,58 +406,39 @@ pub fn read_wav(input: Input, max_samples: u64, rate: Option<u32>) -> Result<Rea
         ))
         .into()
     };
-    let failed = |e: ipc_wav::Error| -> anyhow::Error {
-        match e {
-            ipc_wav::Error::TooManySamples { declared, .. } => too_many(declared, ""),
-            e if e.is_unsupported() => Failure::unsupported(format!("{name}: {e}")).into(),
-            e => Failure::invalid(format!("cannot read {name}: {e}")).into(),
-        }
-    };
-    let reader = ipc_wav::WavReader::new(input.reader).map_err(failed)?;
-    let format = *reader.format();
-    let channels = u8::try_from(format.channels).map_err(|_| {
-        Failure::unsupported(format!(
-            "{name} has {} channels; 1 to 255 can be coded",
-            format.channels
-        ))
-    })?;
-    let resampler = rate
-        .filter(|&r| r > 0 && r != format.sample_rate)
-        .map(|r| Resampler::new(format.sample_rate, r));
-    // What the file declares is checked before reading; a stream is checked after.
-    let check = |frames: u64| -> Result<()> {
-        if frames == 0 {
-            return Err(Failure::invalid(format!("{name} holds no audio (0 frames)")).into());
-        }
-        if let Some(r) = &resampler {
-            let after = r.output_frames(frames) * u64::from(channels);
-            if after > max_samples {
-                return Err(too_many(Some(after), " after resampling"));
+    let read = read_resampled(input.reader, max_samples, u16::from(u8::MAX), rate).map_err(
+        |e| -> anyhow::Error {
+            match e {
+                ReadError::Wav(ipc_wav::Error::TooManySamples { declared, .. }) => {
+                    too_many(declared, "")
+                }
+                ReadError::Wav(e) if e.is_unsupported() => {
+                    Failure::unsupported(format!("{name}: {e}")).into()
+                }
+                ReadError::Wav(e) => Failure::invalid(format!("cannot read {name}: {e}")).into(),
+                ReadError::TooManyChannels { channels, .. } => Failure::unsupported(format!(
+                    "{name} has {channels} channels; 1 to 255 can be coded"
+                ))
+                .into(),
+                ReadError::NoAudio => {
+                    Failure::invalid(format!("{name} holds no audio (0 frames)")).into()
+                }
+                ReadError::TooManyAfterResampling { samples, .. } => {
+                    too_many(Some(samples), " after resampling")
+                }
             }
-        }
-        Ok(())
-    };
-    if let Some(frames) = reader.declared_frames() {
-        check(frames)?;
-    }
-    let audio = reader.read_all(max_samples).map_err(failed)?;
-    check(audio.frames())?;
-    let (samples, sample_rate) = match &resampler {
-        Some(r) => (
-            r.process(&audio.samples, usize::from(channels)),
-            rate.expect("a resampler has a target rate"),
-        ),
-        None => (audio.samples, format.sample_rate),
-    };
+        },
+    )?;
+    let resampled_from = read.resampled_from();
     Ok(ReadAudio {
         signal: AudioSignal {
-            sample_rate,
-            channels,
-            samples,
+            sample_rate: read.sample_rate,
+            channels: u8::try_from(read.format.channels).expect("at most 255 channels are read"),
+            samples: read.samples,
         },
-        resampled_from: resampler.map(|_| format.sample_rate),
-        sample_format: format.describe(),
-        clipped: audio.clipped,
+        resampled_from,
+        sample_format: read.format.describe(),
+        clipped: read.clipped,
     })
 }
 

@@ -3,7 +3,10 @@
 //! One reader and one writer for the whole project: `ipc-codec encode` reads its WAV
 //! input with [`WavReader`], `ipc-codec bench` reads the other codecs' decoded output
 //! with it, the training engine reads its speech with it, and `ipc-codec decode` writes
-//! 16-bit PCM with [`write_pcm16`].
+//! 16-bit PCM with [`write_pcm16`]. The [`resample`] module converts sample rates
+//! (a band-limited [`resample::Resampler`]); with it [`resample::read_resampled`] reads
+//! a file and brings it to the rate a model pack codes, which is how `ipc-codec encode`
+//! and `ipc-codec bench` read their WAV input.
 //!
 //! What is read (Microsoft "Multimedia Programming Interface and Data Specifications
 //! 1.0", RIFF WAVE, and the `WAVE_FORMAT_EXTENSIBLE` amendment):
@@ -50,6 +53,8 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
+
+pub mod resample;
 
 /// The largest `fmt ` chunk read (an extensible one is 40 bytes; anything much larger
 /// is not a format description).

@@ -1,5 +1,5 @@
-//! `ipc-codec bench`: the rate-distortion benchmark of ipc against classical codecs
-//! (`bench rd`).
+//! The rate-distortion benchmark of ipc against classical codecs, which `ipc-codec
+//! bench rd` runs: [`rd`] with its [`RdOptions`].
 //!
 //! The run: list the inputs, load the packs, find the tools, make one task per (file,
 //! codec, setting) not yet in the output folder's cache, code the files on `--jobs`
@@ -15,6 +15,7 @@ mod report;
 mod store;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -27,18 +28,103 @@ use ipc_codec::encoder::{
 };
 use ipc_codec::metrics::bits_per_sample;
 use ipc_codec::{DecodeOptions, Decoded, Decoder, ImagePixels, Limits, Modality, ModelPack};
+use ipc_wav::resample::read_resampled;
 
-use crate::cli::{BenchArgs, BenchCommand, RdArgs};
-use crate::failure::Failure;
-use crate::input::load_pack;
-use crate::packs::BuiltIn;
 use codecs::{AudioInput, Codec, ImageInput, Tools};
 use store::{Kind, Point, Store};
 
-pub fn run(args: &BenchArgs) -> Result<()> {
-    match &args.command {
-        BenchCommand::Rd(a) => rd(a),
+/// What `bench rd` runs: the arguments of `ipc-codec bench rd` (its help says more).
+#[derive(Debug, Clone)]
+pub struct RdOptions {
+    /// Folder of PNG or JPEG images.
+    pub images: Option<PathBuf>,
+    /// Folder of WAV clips.
+    pub audio: Option<PathBuf>,
+    /// Output folder (created; points already there are reused).
+    pub out: PathBuf,
+    /// Codec ids to run; `None` for all.
+    pub codecs: Option<Vec<String>>,
+    /// Smoke test: few files, cropped or cut, and few settings.
+    pub quick: bool,
+    /// Files coded at once; `None` for the number of cores.
+    pub jobs: Option<usize>,
+    /// ipc refinement steps: one RD curve each.
+    pub effort: Vec<usize>,
+    /// How ipc predicts V.
+    pub method: Method,
+    /// Image model pack file for ipc; `None` for the default one.
+    pub model: Option<PathBuf>,
+    /// Audio model pack file for ipc; `None` for the default one.
+    pub audio_model: Option<PathBuf>,
+    /// Also write the results document here (plots go beside it).
+    pub report: Option<PathBuf>,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// How [`rd`] obtains a model pack: the pack file given for a modality
+/// ([`RdOptions::model`], [`RdOptions::audio_model`]), or with `None` the default pack
+/// of that modality; with how messages name it. A pack file that cannot be read stops
+/// the run; a default pack that cannot be loaded skips ipc, reported.
+pub type PackLoader<'a> = dyn Fn(Option<&Path>, Modality) -> Result<(ModelPack, String)> + 'a;
+
+/// An error of the benchmark's own, with what kind it is, so that a caller can tell
+/// the user's mistakes from an unusable model pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchError {
+    /// What kind of error it is.
+    pub kind: BenchErrorKind,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The kinds of [`BenchError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchErrorKind {
+    /// The options are wrong (an unknown codec, no inputs, ...).
+    Usage,
+    /// A model pack codes another modality.
+    Pack,
+}
+
+impl BenchError {
+    fn usage(message: impl Into<String>) -> BenchError {
+        BenchError {
+            kind: BenchErrorKind::Usage,
+            message: message.into(),
+        }
     }
+
+    fn pack(message: impl Into<String>) -> BenchError {
+        BenchError {
+            kind: BenchErrorKind::Pack,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// The whole chain of causes on one line, `context: cause: cause`, leaving out a cause
+/// whose text the previous message already contains (library errors quote their
+/// source): how the failures and skipped codecs are reported.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || parts.last().is_some_and(|p| p.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
 }
 
 /// Side of the centre crop of images in --quick mode: the smallest size MS-SSIM's five
@@ -90,17 +176,21 @@ struct Shared {
     measured: Mutex<usize>,
 }
 
-fn rd(args: &RdArgs) -> Result<()> {
+/// Runs the rate-distortion benchmark: measures what is not yet in the output folder,
+/// then writes the points, the summary, the plots and, if asked, the results document.
+/// Wrong options and a pack of the wrong modality are [`BenchError`]s; a run with
+/// failed points writes everything and then fails.
+pub fn rd(args: &RdOptions, load_pack: &PackLoader) -> Result<()> {
     let codecs = selected_codecs(args)?;
     if args.effort.is_empty() {
-        return Err(Failure::usage("--effort needs at least one value").into());
+        return Err(BenchError::usage("--effort needs at least one value").into());
     }
     let jobs = match args.jobs {
-        Some(0) => return Err(Failure::usage("--jobs 0: give at least 1").into()),
+        Some(0) => return Err(BenchError::usage("--jobs 0: give at least 1").into()),
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let method = Method::from(args.method);
+    let method = args.method;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let store = Store::load(&args.out)?;
@@ -119,6 +209,7 @@ fn rd(args: &RdArgs) -> Result<()> {
     let single = jobs > 1;
     let image_ipc = if want_ipc && !images.is_empty() {
         ipc_setup(
+            load_pack,
             args.model.as_deref(),
             Modality::Image,
             method,
@@ -131,6 +222,7 @@ fn rd(args: &RdArgs) -> Result<()> {
     let audio_ipc = if !clips.is_empty() {
         // The audio pack also fixes the sample rate of the comparison.
         ipc_setup(
+            load_pack,
             args.audio_model.as_deref(),
             Modality::Audio,
             method,
@@ -291,7 +383,7 @@ fn rd(args: &RdArgs) -> Result<()> {
     Ok(())
 }
 
-fn selected_codecs(args: &RdArgs) -> Result<Vec<Codec>> {
+fn selected_codecs(args: &RdOptions) -> Result<Vec<Codec>> {
     let Some(list) = &args.codecs else {
         return Ok(Codec::ALL.to_vec());
     };
@@ -299,7 +391,7 @@ fn selected_codecs(args: &RdArgs) -> Result<Vec<Codec>> {
     for name in list {
         let c = Codec::from_id(name).ok_or_else(|| {
             let known: Vec<&str> = Codec::ALL.iter().map(|c| c.id()).collect();
-            Failure::usage(format!(
+            BenchError::usage(format!(
                 "--codecs: unknown codec {name:?} (known: {})",
                 known.join(", ")
             ))
@@ -331,7 +423,7 @@ fn list_files(dir: &Path, extensions: &[&str], quick: bool) -> Result<Vec<PathBu
     }
     files.sort();
     if files.is_empty() {
-        return Err(Failure::usage(format!(
+        return Err(BenchError::usage(format!(
             "{} holds no {} files",
             dir.display(),
             extensions.join("/")
@@ -357,9 +449,11 @@ fn file_key(path: &Path, kind: Kind, quick: bool) -> String {
 }
 
 /// The pack for ipc on one modality, if it can encode with every effort asked for. A
-/// pack given with --model that cannot be read is an error; one that cannot encode
-/// (for instance without the encoder tensors) skips ipc, reported.
+/// pack given with --model that cannot be read is an error, a default pack that cannot
+/// be loaded or one that cannot encode (for instance without the encoder tensors)
+/// skips ipc, reported.
 fn ipc_setup(
+    load_pack: &PackLoader,
     path: Option<&Path>,
     modality: Modality,
     method: Method,
@@ -370,23 +464,18 @@ fn ipc_setup(
         Modality::Image => "ipc (images)",
         Modality::Audio => "ipc (audio)",
     };
-    let (pack, source) = match path {
-        Some(p) => (load_pack(p)?, p.display().to_string()),
-        None => {
-            let b = BuiltIn::for_modality(modality);
-            match b.load() {
-                Ok(pack) => (pack, b.describe()),
-                Err(e) => {
-                    skipped.push((what.into(), crate::failure::one_line(&e)));
-                    return Ok(None);
-                }
-            }
+    let (pack, source) = match load_pack(path, modality) {
+        Ok(loaded) => loaded,
+        Err(e) if path.is_none() => {
+            skipped.push((what.into(), one_line(&e)));
+            return Ok(None);
         }
+        Err(e) => return Err(e),
     };
     match pack.config().modality() {
         Ok(m) if m == modality => {}
         _ => {
-            return Err(Failure::pack(format!(
+            return Err(BenchError::pack(format!(
                 "model pack {source} does not code {}",
                 match modality {
                     Modality::Image => "images",
@@ -508,8 +597,7 @@ impl WorkerContext<'_> {
         if last.elapsed() >= SAVE_EVERY {
             *last = Instant::now();
             if let Err(e) = store.save(self.out, self.skipped) {
-                self.bar
-                    .println(format!("bench rd: {}", crate::failure::one_line(&e)));
+                self.bar.println(format!("bench rd: {}", one_line(&e)));
             }
         }
     }
@@ -526,7 +614,7 @@ struct Engines<'p> {
 fn run_file_or_fail<'p>(ctx: &'p WorkerContext<'p>, job: &FileJob, engines: &mut Engines<'p>) {
     if let Err(e) = run_file(ctx, job, engines) {
         // The file itself could not be prepared: every task of it fails.
-        let why = crate::failure::one_line(&e);
+        let why = one_line(&e);
         for t in &job.tasks {
             ctx.fail(format!("{} {} {}: {why}", t.codec, t.label, job.key));
             ctx.bar.inc(1);
@@ -622,7 +710,7 @@ fn finish(ctx: &WorkerContext, job: &FileJob, t: &Task, result: Result<(Measured
             t.codec,
             t.label,
             job.key,
-            crate::failure::one_line(&e)
+            one_line(&e)
         )),
     }
 }
@@ -798,14 +886,17 @@ fn ipc_image<'p>(
 }
 
 fn prepare_audio(path: &Path, quick: bool, rate: u32, dir: &Path) -> Result<PreparedAudio> {
-    let input = crate::media::Input::open(path, u64::MAX)?;
-    if input.format != crate::media::InputFormat::Wav {
-        bail!("{} is not a WAV file", path.display());
-    }
-    let read = crate::media::read_wav(input, Limits::default().max_samples, Some(rate))?;
-    let a = read.signal;
-    let channels = usize::from(a.channels);
-    let mut samples = a.samples;
+    let name = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {name}"))?;
+    let read = read_resampled(
+        std::io::BufReader::new(file),
+        Limits::default().max_samples,
+        u16::from(u8::MAX),
+        Some(rate),
+    )
+    .with_context(|| format!("cannot read {name}"))?;
+    let channels = usize::from(read.format.channels);
+    let mut samples = read.samples;
     if quick {
         samples.truncate(rate as usize * QUICK_SECONDS as usize * channels);
     }
@@ -820,14 +911,14 @@ fn prepare_audio(path: &Path, quick: bool, rate: u32, dir: &Path) -> Result<Prep
         std::fs::File::create(&wav).with_context(|| format!("cannot write {}", wav.display()))?;
     ipc_wav::write_pcm16(
         std::io::BufWriter::new(file),
-        u16::from(a.channels),
+        read.format.channels,
         rate,
         &pcm,
     )
     .with_context(|| format!("cannot write {}", wav.display()))?;
     Ok(PreparedAudio {
         samples: pcm.iter().map(|&s| f32::from(s) / 32768.0).collect(),
-        channels: u16::from(a.channels),
+        channels: read.format.channels,
         wav,
     })
 }

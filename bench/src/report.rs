@@ -12,7 +12,7 @@ use super::plot::{self, Chart, Curve};
 use super::store::{self, parse_csv, Kind, Point, Store};
 
 /// The published Kodak curves kept in the project (data/published/README.md).
-const PUBLISHED_KODAK: &str = include_str!("../../../data/published/kodak_rd.csv");
+const PUBLISHED_KODAK: &str = include_str!("../../data/published/kodak_rd.csv");
 
 /// The one command that regenerates docs/results.md (run from the repository root,
 /// with the data sets of the project's shared folder beside it).

@@ -6,6 +6,14 @@
 //! downsampling does not fold content above the new Nyquist back into the band. The
 //! windowed sinc is tabulated densely once and interpolated linearly, which serves any
 //! pair of rates (44100 to 16000 has no small common period) with a fixed, small table.
+//!
+//! [`read_resampled`] reads a WAV file and brings it to a target rate in one call, with
+//! the sample limit checked before anything is allocated where the file allows it.
+
+use std::fmt;
+use std::io::Read;
+
+use crate::{Error, Format, WavReader};
 
 /// Zero crossings of the sinc on each side of the centre: the filter spans
 /// `2 * ZERO_CROSSINGS` periods of the cutoff. 32 gives a transition band of about
@@ -135,6 +143,138 @@ fn bessel_i0(x: f64) -> f64 {
     sum
 }
 
+/// Audio read by [`read_resampled`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resampled {
+    /// The file's format (its own sample rate included).
+    pub format: Format,
+    /// The rate of `samples`: the target rate, or the file's when none was asked for
+    /// or it already had it.
+    pub sample_rate: u32,
+    /// Whole frames at `sample_rate`, interleaved (channel 0, channel 1, ... of frame
+    /// 0, then frame 1).
+    pub samples: Vec<f32>,
+    /// Float samples of the file that were outside `[-1, 1]` and were clipped to it.
+    pub clipped: u64,
+}
+
+impl Resampled {
+    /// The file's sample rate, if it differed from the target and was converted.
+    pub fn resampled_from(&self) -> Option<u32> {
+        (self.sample_rate != self.format.sample_rate).then_some(self.format.sample_rate)
+    }
+}
+
+/// What can go wrong in [`read_resampled`].
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file could not be read ([`WavReader`]'s errors, the sample limit included).
+    Wav(Error),
+    /// The file has more channels than the caller takes.
+    TooManyChannels {
+        /// The file's channels.
+        channels: u16,
+        /// The most the caller takes.
+        limit: u16,
+    },
+    /// The file holds no frames.
+    NoAudio,
+    /// Resampling would give more samples than the caller's limit.
+    TooManyAfterResampling {
+        /// Samples (every channel) after resampling.
+        samples: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Wav(e) => write!(f, "{e}"),
+            ReadError::TooManyChannels { channels, limit } => {
+                write!(f, "{channels} channels; 1 to {limit} can be read")
+            }
+            ReadError::NoAudio => write!(f, "no audio (0 frames)"),
+            ReadError::TooManyAfterResampling { samples, limit } => write!(
+                f,
+                "{samples} samples after resampling, above the limit of {limit}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Wav(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for ReadError {
+    fn from(e: Error) -> ReadError {
+        ReadError::Wav(e)
+    }
+}
+
+/// Reads a WAV file with [`WavReader`] and resamples it to `rate` if that is given and
+/// differs from the file's. At most `max_samples` samples (every channel) are read and
+/// produced, and at most `max_channels` channels taken; what the file declares is
+/// checked before its samples are read, a stream after.
+pub fn read_resampled<R: Read>(
+    input: R,
+    max_samples: u64,
+    max_channels: u16,
+    rate: Option<u32>,
+) -> Result<Resampled, ReadError> {
+    let reader = WavReader::new(input)?;
+    let format = *reader.format();
+    if format.channels > max_channels {
+        return Err(ReadError::TooManyChannels {
+            channels: format.channels,
+            limit: max_channels,
+        });
+    }
+    let resampler = rate
+        .filter(|&r| r > 0 && r != format.sample_rate)
+        .map(|r| Resampler::new(format.sample_rate, r));
+    let check = |frames: u64| -> Result<(), ReadError> {
+        if frames == 0 {
+            return Err(ReadError::NoAudio);
+        }
+        if let Some(r) = &resampler {
+            let after = r.output_frames(frames) * u64::from(format.channels);
+            if after > max_samples {
+                return Err(ReadError::TooManyAfterResampling {
+                    samples: after,
+                    limit: max_samples,
+                });
+            }
+        }
+        Ok(())
+    };
+    if let Some(frames) = reader.declared_frames() {
+        check(frames)?;
+    }
+    let audio = reader.read_all(max_samples)?;
+    check(audio.frames())?;
+    let (samples, sample_rate) = match (&resampler, rate) {
+        (Some(r), Some(rate)) => (
+            r.process(&audio.samples, usize::from(format.channels)),
+            rate,
+        ),
+        _ => (audio.samples, format.sample_rate),
+    };
+    Ok(Resampled {
+        format,
+        sample_rate,
+        samples,
+        clipped: audio.clipped,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::f64::consts::PI;
@@ -216,5 +356,59 @@ mod tests {
         assert_eq!(r.output_frames(1), 1);
         assert_eq!(r.output_frames(4), 2);
         assert_eq!(r.process(&[0.25], 1).len(), 1);
+    }
+
+    fn wav(channels: u16, rate: u32, samples: &[i16]) -> Vec<u8> {
+        let mut file = Vec::new();
+        crate::write_pcm16(&mut file, channels, rate, samples).unwrap();
+        file
+    }
+
+    #[test]
+    fn read_resampled_converts_only_a_different_rate() {
+        let pcm: Vec<i16> = tone(1000.0, 48_000, 0.1, 0.5)
+            .iter()
+            .map(|&s| (s * 32768.0) as i16)
+            .collect();
+        let file = wav(1, 48_000, &pcm);
+        let r = read_resampled(&file[..], 1_000_000, 255, Some(16_000)).unwrap();
+        assert_eq!((r.sample_rate, r.samples.len()), (16_000, 1600));
+        assert_eq!(r.resampled_from(), Some(48_000));
+        assert_eq!(r.format.sample_rate, 48_000);
+        for rate in [None, Some(48_000)] {
+            let r = read_resampled(&file[..], 1_000_000, 255, rate).unwrap();
+            assert_eq!((r.sample_rate, r.samples.len()), (48_000, 4800));
+            assert_eq!(r.resampled_from(), None);
+        }
+    }
+
+    #[test]
+    fn read_resampled_checks_channels_emptiness_and_the_limit_after_resampling() {
+        let stereo = wav(2, 8000, &[0; 800]);
+        assert!(matches!(
+            read_resampled(&stereo[..], 1_000_000, 1, None),
+            Err(ReadError::TooManyChannels {
+                channels: 2,
+                limit: 1
+            })
+        ));
+        // 400 frames at 8 kHz are 800 at 16 kHz: 1600 samples.
+        assert!(matches!(
+            read_resampled(&stereo[..], 1000, 2, Some(16_000)),
+            Err(ReadError::TooManyAfterResampling {
+                samples: 1600,
+                limit: 1000
+            })
+        ));
+        assert!(read_resampled(&stereo[..], 1000, 2, None).is_ok());
+        assert!(matches!(
+            read_resampled(&stereo[..], 10, 2, None),
+            Err(ReadError::Wav(Error::TooManySamples { .. }))
+        ));
+        let empty = wav(1, 8000, &[]);
+        assert!(matches!(
+            read_resampled(&empty[..], 1000, 2, None),
+            Err(ReadError::NoAudio)
+        ));
     }
 }

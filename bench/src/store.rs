@@ -10,8 +10,6 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::atomic::AtomicFile;
-
 /// What was coded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -160,11 +158,34 @@ impl Store {
     }
 }
 
+/// Writes `bytes` to `path` atomically: into a temporary file in the same folder (so
+/// that the rename is atomic), synced, then renamed over `path`. On failure the
+/// temporary file is removed and `path` is left as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let context = || format!("cannot write {}", path.display());
-    let mut f = AtomicFile::create(path).with_context(context)?;
-    f.writer().write_all(bytes).with_context(context)?;
-    f.commit().with_context(context)
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(path.file_name().unwrap_or_default());
+    prefix.push(".tmp-");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    // Like any other new file (within the umask), not private to the owner.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut f = builder.tempfile_in(dir).with_context(context)?;
+    f.write_all(bytes).with_context(context)?;
+    f.as_file().sync_all().with_context(context)?;
+    f.persist(path).map_err(|e| e.error).with_context(context)?;
+    // Make the rename itself durable; not every file system supports syncing a
+    // folder, and the data is already complete, so a failure here is ignored.
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// A JSON number, or null for a value with no JSON number (infinite PSNR: lossless).
