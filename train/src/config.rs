@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use ipc_codec::pack::{Orientation, PackConfig, QualityLevel, PACK_FORMAT_VERSION};
 use ipc_codec::Modality;
+
+use crate::data::HoldoutBy;
 use serde::{Deserialize, Serialize};
 
 /// Errors in a configuration file.
@@ -302,6 +304,11 @@ pub struct DataConfig {
     /// Fraction of files kept out of training for evaluation.
     #[serde(default = "default_holdout")]
     pub holdout_fraction: f64,
+    /// What the held-out split draws for audio: `"file"` (default) or `"speaker"`
+    /// (whole voices, by the file-name prefix before `__`; see
+    /// `scripts/fetch-training-data --more-speech`).
+    #[serde(default)]
+    pub holdout_by: HoldoutBy,
 }
 
 fn default_short_side() -> u32 {
@@ -367,6 +374,7 @@ impl DataConfig {
             dir: dir.into(),
             max_short_side: default_short_side(),
             holdout_fraction: default_holdout(),
+            holdout_by: HoldoutBy::default(),
         }
     }
 }

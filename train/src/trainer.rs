@@ -149,6 +149,7 @@ impl Dataset {
             let opts = AudioSetOptions {
                 sample_rate: config.model.sample_rate.unwrap_or(16_000),
                 holdout_fraction: d.holdout_fraction,
+                holdout_by: d.holdout_by,
             };
             Ok(Dataset::Audio(AudioSet::load(&d.dir, &opts)?))
         }

@@ -6,17 +6,22 @@ use std::path::Path;
 
 use ipc_codec::rng::SplitMix64;
 
-use super::split::holdout_flags;
+use ipc_wav::resample::ReadError;
+
+use super::split::{holdout_flags, holdout_flags_by_group, speaker, HoldoutBy};
 use super::{below, list_files, DataError};
 
 /// How [`AudioSet::load`] reads WAV files.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AudioSetOptions {
-    /// Required sample rate; a file at another rate is an error (default 16000).
+    /// The rate of the clips; a file at another rate is resampled to it with the
+    /// project's resampler (`ipc_wav::resample`) (default 16000).
     pub sample_rate: u32,
-    /// Fraction of files held out for evaluation, by a hash of the file name (at
-    /// least one held out and one kept when there are two or more).
+    /// Fraction held out for evaluation, by a hash of the file name or of the speaker
+    /// (at least one held out and one kept when there are two or more).
     pub holdout_fraction: f64,
+    /// What the held-out split draws: single files, or whole speakers.
+    pub holdout_by: HoldoutBy,
 }
 
 impl Default for AudioSetOptions {
@@ -24,6 +29,7 @@ impl Default for AudioSetOptions {
         AudioSetOptions {
             sample_rate: 16_000,
             holdout_fraction: 0.05,
+            holdout_by: HoldoutBy::File,
         }
     }
 }
@@ -48,37 +54,39 @@ pub struct AudioSet {
     pub sample_rate: u32,
 }
 
-/// Reads a WAV file as mono f32 in `[-1, 1]` (every format `ipc_wav` reads, mono or
-/// stereo, stereo averaged), at most [`ipc_codec::Limits`]'s default sample count.
+/// Reads a WAV file as mono f32 in `[-1, 1]` at `sample_rate` (every format `ipc_wav`
+/// reads, mono or stereo, stereo averaged; another rate is resampled with
+/// `ipc_wav::resample`), at most [`ipc_codec::Limits`]'s default sample count. A file
+/// without audio gives no samples.
 pub fn read_wav(path: &Path, sample_rate: u32) -> Result<Vec<f32>, DataError> {
-    let wav_err = |source| DataError::Wav {
-        path: path.to_path_buf(),
-        source,
-    };
     let file = fs::File::open(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let reader = ipc_wav::WavReader::new(std::io::BufReader::new(file)).map_err(wav_err)?;
-    let format = *reader.format();
-    if format.sample_rate != sample_rate {
-        return Err(DataError::SampleRate {
-            path: path.to_path_buf(),
-            found: format.sample_rate,
-            expected: sample_rate,
-        });
-    }
-    if !(1..=2).contains(&format.channels) {
-        return Err(DataError::UnsupportedWav {
-            path: path.to_path_buf(),
-            reason: format!("{} channels (mono or stereo only)", format.channels),
-        });
-    }
-    let interleaved = reader
-        .read_all(ipc_codec::Limits::default().max_samples)
-        .map_err(wav_err)?
-        .samples;
-    Ok(if format.channels == 2 {
+    let read = ipc_wav::resample::read_resampled(
+        std::io::BufReader::new(file),
+        ipc_codec::Limits::default().max_samples,
+        2,
+        Some(sample_rate),
+    );
+    let audio = match read {
+        Ok(audio) => audio,
+        Err(ReadError::NoAudio) => return Ok(Vec::new()),
+        Err(ReadError::TooManyChannels { channels, .. }) => {
+            return Err(DataError::UnsupportedWav {
+                path: path.to_path_buf(),
+                reason: format!("{channels} channels (mono or stereo only)"),
+            })
+        }
+        Err(source) => {
+            return Err(DataError::Wav {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let interleaved = audio.samples;
+    Ok(if audio.format.channels == 2 {
         interleaved
             .chunks_exact(2)
             .map(|p| 0.5 * (p[0] + p[1]))
@@ -89,9 +97,9 @@ pub fn read_wav(path: &Path, sample_rate: u32) -> Result<Vec<f32>, DataError> {
 }
 
 impl AudioSet {
-    /// Reads every `.wav` file in `dir` (not its subfolders) in file-name order. A file
-    /// that cannot be read, or has another sample rate, is an error that names it;
-    /// empty files are skipped; a folder with no usable file is an error.
+    /// Reads every `.wav` file in `dir` (not its subfolders) in file-name order,
+    /// resampled to the options' rate. A file that cannot be read is an error that
+    /// names it; empty files are skipped; a folder with no usable file is an error.
     pub fn load(dir: &Path, opts: &AudioSetOptions) -> Result<AudioSet, DataError> {
         if !(0.0..1.0).contains(&opts.holdout_fraction) {
             return Err(DataError::InvalidOption(format!(
@@ -129,7 +137,10 @@ impl AudioSet {
     /// Builds a set from clips already in memory (split as [`Self::load`] does).
     pub fn from_clips(clips: Vec<Clip>, opts: &AudioSetOptions) -> AudioSet {
         let names: Vec<String> = clips.iter().map(|c| c.name.clone()).collect();
-        let flags = holdout_flags(&names, opts.holdout_fraction);
+        let flags = match opts.holdout_by {
+            HoldoutBy::File => holdout_flags(&names, opts.holdout_fraction),
+            HoldoutBy::Speaker => holdout_flags_by_group(&names, speaker, opts.holdout_fraction),
+        };
         let (mut train, mut holdout) = (Vec::new(), Vec::new());
         for (clip, held) in clips.into_iter().zip(flags) {
             if held {
@@ -271,31 +282,29 @@ mod tests {
     }
 
     #[test]
-    fn wrong_sample_rate_is_a_clear_error() {
+    fn other_sample_rates_are_resampled() {
         let dir = TempDir::new("rate");
-        write_wav(&dir.path("a.wav"), spec(1, 16_000, 16, false), &[0.1; 100]);
-        write_wav(
-            &dir.path("b_44k.wav"),
-            spec(1, 44_100, 16, false),
-            &[0.1; 100],
-        );
-        let err = AudioSet::load(&dir.0, &AudioSetOptions::default()).unwrap_err();
-        match &err {
-            DataError::SampleRate {
-                path,
-                found,
-                expected,
-            } => {
-                assert!(path.ends_with("b_44k.wav"));
-                assert_eq!((*found, *expected), (44_100, 16_000));
-            }
-            e => panic!("{e}"),
-        }
-        let msg = err.to_string();
-        assert!(
-            msg.contains("b_44k.wav") && msg.contains("44100") && msg.contains("16000"),
-            "{msg}"
-        );
+        write_wav(&dir.path("a.wav"), spec(1, 16_000, 16, false), &[0.1; 1600]);
+        let tone: Vec<f64> = (0..4410)
+            .map(|i| 0.5 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 44_100.0).sin())
+            .collect();
+        write_wav(&dir.path("b_44k.wav"), spec(1, 44_100, 16, false), &tone);
+        let set = AudioSet::load(
+            &dir.0,
+            &AudioSetOptions {
+                holdout_fraction: 0.0,
+                ..AudioSetOptions::default()
+            },
+        )
+        .unwrap();
+        let all: Vec<&Clip> = set.train.iter().chain(&set.holdout).collect();
+        let b = all.iter().find(|c| c.name == "b_44k.wav").unwrap();
+        // 0.1 s at 16 kHz, and still a 440 Hz tone of amplitude 0.5 in the middle.
+        assert_eq!(b.samples.len(), 1600);
+        let peak = b.samples[400..1200]
+            .iter()
+            .fold(0f32, |m, &x| m.max(x.abs()));
+        assert!((peak - 0.5).abs() < 0.02, "{peak}");
         let empty = TempDir::new("noaudio");
         let err = AudioSet::load(&empty.0, &AudioSetOptions::default()).unwrap_err();
         assert!(matches!(err, DataError::Empty { .. }), "{err}");

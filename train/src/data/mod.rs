@@ -25,7 +25,7 @@ use ipc_codec::rng::SplitMix64;
 
 pub use audio::{read_wav, AudioSet, AudioSetOptions, Clip};
 pub use images::{Image, ImageSet, ImageSetOptions, IMAGE_EXTENSIONS};
-pub use split::fnv1a64;
+pub use split::{fnv1a64, speaker, HoldoutBy};
 
 /// Errors while loading training data. Each names the file or folder concerned.
 #[derive(Debug, thiserror::Error)]
@@ -52,17 +52,7 @@ pub enum DataError {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: ipc_wav::Error,
-    },
-    /// A WAV file has another sample rate than the one asked for.
-    #[error("{path}: sample rate {found} Hz, expected {expected} Hz (resample it first, e.g. `ffmpeg -i IN -ar {expected} OUT.wav`)")]
-    SampleRate {
-        /// The file.
-        path: PathBuf,
-        /// Its sample rate.
-        found: u32,
-        /// The rate asked for.
-        expected: u32,
+        source: ipc_wav::resample::ReadError,
     },
     /// A WAV file has a sample format or channel layout that is not supported.
     #[error("{path}: unsupported WAV: {reason}")]
