@@ -12,6 +12,7 @@ mod curves;
 mod metrics;
 mod plot;
 mod report;
+pub mod stoi;
 mod store;
 
 use std::collections::HashMap;
@@ -682,6 +683,7 @@ struct Measured {
     psnr: f64,
     ms_ssim: Option<f64>,
     snr: Option<f64>,
+    stoi: Option<f64>,
     encode_s: f64,
     decode_s: f64,
     pack: String,
@@ -702,6 +704,7 @@ fn finish(ctx: &WorkerContext, job: &FileJob, t: &Task, result: Result<(Measured
             psnr: m.psnr,
             ms_ssim: m.ms_ssim,
             snr: m.snr,
+            stoi: m.stoi,
             encode_s: m.encode_s,
             decode_s: m.decode_s,
         }),
@@ -776,6 +779,7 @@ fn tool_image(
             psnr,
             ms_ssim,
             snr: None,
+            stoi: None,
             encode_s: c.encode_s,
             decode_s: c.decode_s,
             pack: String::new(),
@@ -877,6 +881,7 @@ fn ipc_image<'p>(
             psnr,
             ms_ssim,
             snr: None,
+            stoi: None,
             encode_s,
             decode_s,
             pack,
@@ -950,6 +955,12 @@ fn tool_audio(
             psnr: q.psnr,
             ms_ssim: None,
             snr: Some(q.snr),
+            stoi: Some(metrics::stoi(
+                &clip.samples,
+                &c.decoded,
+                usize::from(clip.channels),
+                ctx.audio_rate,
+            )),
             encode_s: c.encode_s,
             decode_s: c.decode_s,
             pack: String::new(),
@@ -977,6 +988,12 @@ fn ipc_audio<'p>(
     };
     let samples: Vec<f32> = d.samples.iter().map(|&s| f32::from(s) / 32768.0).collect();
     let q = metrics::audio_quality(&clip.samples, &samples);
+    let stoi = metrics::stoi(
+        &clip.samples,
+        &samples,
+        usize::from(clip.channels),
+        ctx.audio_rate,
+    );
     let frames = clip.samples.len() / usize::from(clip.channels);
     let pack = ctx
         .audio_ipc
@@ -988,6 +1005,7 @@ fn ipc_audio<'p>(
             psnr: q.psnr,
             ms_ssim: None,
             snr: Some(q.snr),
+            stoi: Some(stoi),
             encode_s,
             decode_s,
             pack,

@@ -253,6 +253,27 @@ pub fn align(decoded: &mut Vec<f32>, channels: usize, lag: isize) {
     }
 }
 
+/// STOI (bench/src/stoi.rs) of interleaved `decoded` against `reference`, the mean over
+/// the channels; missing decoded samples count as silence, extra ones are ignored.
+pub fn stoi(reference: &[f32], decoded: &[f32], channels: usize, rate: u32) -> f64 {
+    let channel = |s: &[f32], c: usize, n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|f| s.get(f * channels + c).copied().unwrap_or(0.0))
+            .collect()
+    };
+    let frames = reference.len() / channels.max(1);
+    let sum: f64 = (0..channels)
+        .map(|c| {
+            crate::stoi::stoi(
+                &channel(reference, c, frames),
+                &channel(decoded, c, frames),
+                rate,
+            )
+        })
+        .sum();
+    sum / channels.max(1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

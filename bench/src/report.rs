@@ -46,6 +46,7 @@ struct Agg {
     psnr: f64,
     ms_ssim: Option<f64>,
     snr: Option<f64>,
+    stoi: Option<f64>,
     encode_s: f64,
     decode_s: f64,
 }
@@ -108,6 +109,7 @@ fn aggregate(store: &Store, kind: Kind, files: &[String], pack: Option<&str>) ->
             psnr: mean(pts.iter().map(|p| p.psnr)),
             ms_ssim: mean_opt(pts.iter().map(|p| p.ms_ssim)),
             snr: mean_opt(pts.iter().map(|p| p.snr)),
+            stoi: mean_opt(pts.iter().map(|p| p.stoi)),
             encode_s: mean(pts.iter().map(|p| p.encode_s)),
             decode_s: mean(pts.iter().map(|p| p.decode_s)),
         };
@@ -151,6 +153,12 @@ fn db(x: Option<f64>) -> String {
         Some(v) if v > 0.0 => "lossless".into(),
         _ => "—".into(),
     }
+}
+
+/// A STOI value to three places, or a dash.
+fn score(x: Option<f64>) -> String {
+    x.filter(|v| v.is_finite())
+        .map_or("—".into(), |v| format!("{v:.3}"))
 }
 
 fn pct(x: Option<f64>) -> String {
@@ -287,16 +295,21 @@ fn audio_section(store: &Store, inputs: &Inputs, plot_stem: &str) -> String {
     let ipc_name = ipc.as_ref().map_or("ipc".to_string(), |(n, _)| n.clone());
     let _ = writeln!(
         s,
-        "Mean over {} clips. SNR in dB at the given bit rates (interpolated in log-rate; — \
-         outside the measured range); BD-rates on PSNR (peak 1) against Opus and \
-         {ipc_name}. Times are seconds per clip.\n",
+        "Mean over {} clips. SNR in dB and STOI (short-time objective intelligibility, \
+         up to 1: how much of the speech stays intelligible, which SNR does not say for \
+         perceptual codecs) at the given bit rates (interpolated in log-rate; — outside \
+         the measured range); BD-rates on PSNR (peak 1) against Opus and {ipc_name}. \
+         Times are seconds per clip.\n",
         files.len()
     );
     let _ = writeln!(
         s,
-        "| codec | SNR @ 8 kbit/s | @ 16 kbit/s | @ 32 kbit/s | BD-rate vs Opus | BD-rate vs {ipc_name} | encode s | decode s | points |"
+        "| codec | SNR @ 8 kbit/s | @ 16 kbit/s | @ 32 kbit/s | STOI @ 8 kbit/s | @ 16 kbit/s | @ 32 kbit/s | BD-rate vs Opus | BD-rate vs {ipc_name} | encode s | decode s | points |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for se in &series {
         let rd = se.rd();
         let snr: Vec<RdPoint> = se
@@ -309,6 +322,24 @@ fn audio_section(store: &Store, inputs: &Inputs, plot_stem: &str) -> String {
                 })
             })
             .collect();
+        let stoi: Vec<RdPoint> = se
+            .points
+            .iter()
+            .filter_map(|a| {
+                a.stoi.map(|q| RdPoint {
+                    rate: a.rate,
+                    quality: q,
+                })
+            })
+            .collect();
+        // Every setting must have it, or the curve would be another one.
+        let stoi_at = |r: f64| {
+            if stoi.len() == se.points.len() {
+                score(quality_at(&stoi, r))
+            } else {
+                "—".into()
+            }
+        };
         let lossless = se.points.iter().all(|a| a.psnr == f64::INFINITY);
         let at = |r: f64| {
             if lossless {
@@ -319,11 +350,14 @@ fn audio_section(store: &Store, inputs: &Inputs, plot_stem: &str) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             se.name,
             at(AUDIO_RATES[0]),
             at(AUDIO_RATES[1]),
             at(AUDIO_RATES[2]),
+            stoi_at(AUDIO_RATES[0]),
+            stoi_at(AUDIO_RATES[1]),
+            stoi_at(AUDIO_RATES[2]),
             pct(opus.as_ref().and_then(|o| bd_rate(o, &rd))),
             pct(ipc.as_ref().and_then(|(_, i)| bd_rate(i, &rd))),
             secs(mean(se.points.iter().map(|a| a.encode_s))),
@@ -337,19 +371,20 @@ fn audio_section(store: &Store, inputs: &Inputs, plot_stem: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| codec | setting | kbit/s | SNR | PSNR | encode s | decode s |"
+        "| codec | setting | kbit/s | SNR | PSNR | STOI | encode s | decode s |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
     for se in &series {
         for a in &se.points {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.3} | {} | {} | {} | {} |",
+                "| {} | {} | {:.3} | {} | {} | {} | {} | {} |",
                 se.name,
                 a.setting,
                 a.rate,
                 db(a.snr),
                 db(Some(a.psnr)),
+                score(a.stoi),
                 secs(a.encode_s),
                 secs(a.decode_s)
             );
@@ -685,6 +720,7 @@ mod tests {
             psnr,
             ms_ssim: Some(0.9),
             snr: None,
+            stoi: None,
             encode_s: 1.0,
             decode_s: 2.0,
         }

@@ -58,6 +58,10 @@ pub struct Point {
     pub ms_ssim: Option<f64>,
     /// Audio: SNR in dB.
     pub snr: Option<f64>,
+    /// STOI of audio (bench/src/stoi.rs): a mean correlation, about 0.4 for noise and 1
+    /// for the reference itself; None for images and for points
+    /// measured before it was added.
+    pub stoi: Option<f64>,
     pub encode_s: f64,
     pub decode_s: f64,
 }
@@ -91,7 +95,7 @@ pub const JSON_NAME: &str = "points.json";
 pub const CSV_NAME: &str = "points.csv";
 
 const CSV_HEADER: &str =
-    "kind,codec,series,setting,file,pack,bytes,bpp,kbps,psnr,ms_ssim,snr,encode_s,decode_s";
+    "kind,codec,series,setting,file,pack,bytes,bpp,kbps,psnr,ms_ssim,snr,encode_s,decode_s,stoi";
 
 impl Store {
     /// The points already in `dir` (from `points.json`, else `points.csv`), or none.
@@ -215,6 +219,7 @@ fn point_json(p: &Point) -> Value {
         "psnr": num(p.psnr),
         "ms_ssim": p.ms_ssim.map_or(Value::Null, num),
         "snr": p.snr.map_or(Value::Null, num),
+        "stoi": p.stoi.map_or(Value::Null, num),
         "encode_s": num(p.encode_s),
         "decode_s": num(p.decode_s),
     })
@@ -276,6 +281,7 @@ fn point_from_json(v: &Value) -> Result<Point> {
             Kind::Image => f("snr"),
             Kind::Audio => Some(f("snr").unwrap_or(f64::INFINITY)),
         },
+        stoi: f("stoi"),
         encode_s: f("encode_s").ok_or_else(|| anyhow!("no encode_s"))?,
         decode_s: f("decode_s").ok_or_else(|| anyhow!("no decode_s"))?,
     })
@@ -318,7 +324,7 @@ pub fn to_csv(points: &[&Point]) -> String {
         };
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{bpp},{kbps},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{bpp},{kbps},{},{},{},{},{},{}",
             p.kind.name(),
             field(&p.codec),
             field(&p.series),
@@ -331,6 +337,7 @@ pub fn to_csv(points: &[&Point]) -> String {
             opt(p.snr),
             fnum(p.encode_s),
             fnum(p.decode_s),
+            opt(p.stoi),
         );
     }
     s
@@ -393,8 +400,9 @@ pub fn from_csv(text: &str) -> Result<Vec<Point>> {
 }
 
 fn point_from_csv(r: &[String]) -> Result<Point> {
-    if r.len() != 14 {
-        bail!("{} fields, expected 14", r.len());
+    // 15 fields; 14 in files written before STOI was measured.
+    if r.len() != 14 && r.len() != 15 {
+        bail!("{} fields, expected 15", r.len());
     }
     let f = |i: usize| -> Result<f64> {
         r[i].parse::<f64>()
@@ -427,6 +435,8 @@ fn point_from_csv(r: &[String]) -> Result<Point> {
         snr: o(11)?,
         encode_s: f(12)?,
         decode_s: f(13)?,
+        // Files written before STOI was measured have 14 columns.
+        stoi: if r.len() > 14 { o(14)? } else { None },
     })
 }
 
@@ -448,6 +458,7 @@ mod tests {
                 psnr: 31.234567890123,
                 ms_ssim: Some(0.987654321),
                 snr: None,
+                stoi: None,
                 encode_s: 0.01,
                 decode_s: 1e-5,
             },
@@ -463,6 +474,7 @@ mod tests {
                 psnr: f64::INFINITY,
                 ms_ssim: None,
                 snr: Some(f64::INFINITY),
+                stoi: None,
                 encode_s: 0.5,
                 decode_s: 0.25,
             },
@@ -478,6 +490,7 @@ mod tests {
                 psnr: 20.5,
                 ms_ssim: None,
                 snr: None,
+                stoi: None,
                 encode_s: 3.0,
                 decode_s: 1.0,
             },

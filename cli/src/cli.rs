@@ -161,7 +161,8 @@ const BENCH_RD_AFTER_HELP: &str = "\
 Every ipc quality level (at each --effort) and a dense quality sweep of each classical
 codec code every PNG/JPEG image of --images and every WAV clip of --audio; each result
 is decoded and measured: whole-file bytes (bits per pixel, kbit/s), PSNR on 8-bit RGB
-(mean of the per-image values), MS-SSIM (RGB), SNR and PSNR (peak 1) for audio, and the
+(mean of the per-image values), MS-SSIM (RGB), SNR, PSNR (peak 1) and STOI
+(intelligibility, up to 1) for audio, and the
 encode and decode times. Classical codecs run as the tools of their Debian packages
 (scripts/install-codecs installs them); a codec whose tool is missing is reported and
 skipped. Audio is compared at the speech pack's sample rate (16 kHz).

@@ -220,10 +220,14 @@ fn quick_run_measures_every_codec_then_resumes_with_nothing_new() {
             "image" => {
                 assert!(p["bpp"].as_f64().unwrap() > 0.0);
                 assert!(p["kbps"].is_null());
+                assert!(p["stoi"].is_null());
             }
             _ => {
                 assert!(p["kbps"].as_f64().unwrap() > 0.0);
                 assert!(p["snr"].is_number() || p["codec"] == "FLAC");
+                let stoi = p["stoi"].as_f64().unwrap();
+                // A correlation: in [-1, 1] (the synthetic pack codes noise).
+                assert!((-1.0 - 1e-9..=1.0 + 1e-9).contains(&stoi), "{p}");
             }
         }
         assert!(p["encode_s"].as_f64().unwrap() >= 0.0);
@@ -233,6 +237,7 @@ fn quick_run_measures_every_codec_then_resumes_with_nothing_new() {
     if installed("flac") {
         let flac = pts.iter().find(|p| p["codec"] == "FLAC").unwrap();
         assert!(flac["psnr"].is_null() && flac["snr"].is_null());
+        assert!(flac["stoi"].as_f64().unwrap() > 0.999, "{flac}");
     }
     if installed("lame") {
         let mp3 = pts
@@ -253,7 +258,7 @@ fn quick_run_measures_every_codec_then_resumes_with_nothing_new() {
     let csv = fs::read_to_string(f.out().join("points.csv")).unwrap();
     assert_eq!(csv.lines().count(), pts.len() + 1);
     assert!(csv.starts_with(
-        "kind,codec,series,setting,file,pack,bytes,bpp,kbps,psnr,ms_ssim,snr,encode_s,decode_s\n"
+        "kind,codec,series,setting,file,pack,bytes,bpp,kbps,psnr,ms_ssim,snr,encode_s,decode_s,stoi\n"
     ));
 
     // Summary, plots and report.
