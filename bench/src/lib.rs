@@ -114,8 +114,9 @@ impl std::error::Error for BenchError {}
 
 /// The whole chain of causes on one line, `context: cause: cause`, leaving out a cause
 /// whose text the previous message already contains (library errors quote their
-/// source): how the failures and skipped codecs are reported.
-fn one_line(err: &anyhow::Error) -> String {
+/// source): how the failures and skipped codecs are reported, and how the `ipc-codec`
+/// command reports its errors.
+pub fn one_line(err: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in err.chain() {
         let text = cause.to_string();

@@ -134,20 +134,8 @@ fn library_category(e: &Error) -> Category {
     }
 }
 
-/// The whole chain of causes on one line, `context: cause: cause`, leaving out a cause
-/// whose text the previous message already contains (library errors quote their source).
-pub fn one_line(err: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        if text.is_empty() || parts.last().is_some_and(|p| p.contains(&text)) {
-            continue;
-        }
-        parts.push(text);
-    }
-    parts.join(": ")
-}
+/// The whole chain of causes on one line (the bench's formatter: one copy for both).
+pub use ipc_bench::one_line;
 
 /// Reports an error as `ipc-codec: <reason>` and returns its exit status.
 pub fn report(err: &anyhow::Error) -> ExitCode {
