@@ -948,26 +948,43 @@ fn tool_audio(
         samples: &clip.samples,
     };
     let c = codecs::code_audio(codec, v, &input, run_dir.path(), ctx.tools)?;
-    let q = metrics::audio_quality(&clip.samples, &c.decoded);
-    let frames = clip.samples.len() / usize::from(clip.channels);
-    Ok((
+    Ok(audio_point(
+        ctx,
+        clip,
+        &c.decoded,
+        c.bytes,
+        (c.encode_s, c.decode_s),
+        String::new(),
+    ))
+}
+
+/// The point of a clip coded in `bytes` and decoded to `decoded`: SNR, PSNR and STOI
+/// against the clip, and the rate in kbit/s. `times` are the encode and decode seconds.
+fn audio_point(
+    ctx: &WorkerContext,
+    clip: &PreparedAudio,
+    decoded: &[f32],
+    bytes: u64,
+    times: (f64, f64),
+    pack: String,
+) -> (Measured, f64) {
+    let channels = usize::from(clip.channels);
+    let q = metrics::audio_quality(&clip.samples, decoded);
+    let stoi = metrics::stoi(&clip.samples, decoded, channels, ctx.audio_rate);
+    let frames = clip.samples.len() / channels;
+    (
         Measured {
-            bytes: c.bytes,
+            bytes,
             psnr: q.psnr,
             ms_ssim: None,
             snr: Some(q.snr),
-            stoi: Some(metrics::stoi(
-                &clip.samples,
-                &c.decoded,
-                usize::from(clip.channels),
-                ctx.audio_rate,
-            )),
-            encode_s: c.encode_s,
-            decode_s: c.decode_s,
-            pack: String::new(),
+            stoi: Some(stoi),
+            encode_s: times.0,
+            decode_s: times.1,
+            pack,
         },
-        kbps(c.bytes, frames, ctx.audio_rate),
-    ))
+        kbps(bytes, frames, ctx.audio_rate),
+    )
 }
 
 fn ipc_audio<'p>(
@@ -988,29 +1005,16 @@ fn ipc_audio<'p>(
         bail!("ipc decoded an image from audio");
     };
     let samples: Vec<f32> = d.samples.iter().map(|&s| f32::from(s) / 32768.0).collect();
-    let q = metrics::audio_quality(&clip.samples, &samples);
-    let stoi = metrics::stoi(
-        &clip.samples,
-        &samples,
-        usize::from(clip.channels),
-        ctx.audio_rate,
-    );
-    let frames = clip.samples.len() / usize::from(clip.channels);
     let pack = ctx
         .audio_ipc
         .map(|s| s.pack.id().to_string())
         .unwrap_or_default();
-    Ok((
-        Measured {
-            bytes: file.len() as u64,
-            psnr: q.psnr,
-            ms_ssim: None,
-            snr: Some(q.snr),
-            stoi: Some(stoi),
-            encode_s,
-            decode_s,
-            pack,
-        },
-        kbps(file.len() as u64, frames, ctx.audio_rate),
+    Ok(audio_point(
+        ctx,
+        clip,
+        &samples,
+        file.len() as u64,
+        (encode_s, decode_s),
+        pack,
     ))
 }

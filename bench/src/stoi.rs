@@ -62,9 +62,11 @@ pub fn stoi(reference: &[f32], processed: &[f32], rate: u32) -> f64 {
             to_f64(&r.process(&processed[..n], 1)),
         )
     };
-    let (x, y) = remove_silent_frames(&x, &y);
-    let x_bands = band_envelopes(&x);
-    let y_bands = band_envelopes(&y);
+    let w = window();
+    let (x, y) = remove_silent_frames(&x, &y, &w);
+    let bands = band_bins();
+    let x_bands = band_envelopes(&x, &w, &bands);
+    let y_bands = band_envelopes(&y, &w, &bands);
     let frames = x_bands.len();
     if frames < SEGMENT {
         return TOO_SHORT;
@@ -125,8 +127,7 @@ fn frame_starts(len: usize) -> impl Iterator<Item = usize> {
 
 /// Step 2: both signals without the frames where the reference is silent, rebuilt by
 /// overlap-adding the windowed frames that are kept.
-fn remove_silent_frames(x: &[f64], y: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let w = window();
+fn remove_silent_frames(x: &[f64], y: &[f64], w: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let starts: Vec<usize> = frame_starts(x.len()).collect();
     let energy_db: Vec<f64> = starts
         .iter()
@@ -156,10 +157,9 @@ fn remove_silent_frames(x: &[f64], y: &[f64]) -> (Vec<f64>, Vec<f64>) {
     (xo, yo)
 }
 
-/// Steps 3 and 4: the one-third-octave band envelopes of every frame.
-fn band_envelopes(x: &[f64]) -> Vec<[f64; BANDS]> {
-    let w = window();
-    let bands = band_bins();
+/// Steps 3 and 4: the one-third-octave band envelopes of every frame, with the
+/// analysis window `w` and the bands' FFT bins `bands`.
+fn band_envelopes(x: &[f64], w: &[f64], bands: &[(usize, usize); BANDS]) -> Vec<[f64; BANDS]> {
     let mut re = vec![0.0; NFFT];
     let mut im = vec![0.0; NFFT];
     frame_starts(x.len())
@@ -171,7 +171,7 @@ fn band_envelopes(x: &[f64]) -> Vec<[f64; BANDS]> {
             }
             fft(&mut re, &mut im);
             let mut out = [0.0; BANDS];
-            for (o, &(lo, hi)) in out.iter_mut().zip(&bands) {
+            for (o, &(lo, hi)) in out.iter_mut().zip(bands) {
                 *o = (lo..hi)
                     .map(|k| re[k] * re[k] + im[k] * im[k])
                     .sum::<f64>()
