@@ -3,6 +3,7 @@
 //! held-out evaluation with real quantisation and real entropy coding, checkpoints
 //! and resume, and export of the pack.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -558,21 +559,64 @@ impl Trainer {
                 "it was trained with another model or encoder configuration".into(),
             ));
         }
-        // Checkpoints written before the inner step size was learned lack it; it then
-        // keeps its initial value, `encoder.inner_lr`.
-        let missing = self.vs.load_partial(path).map_err(|e| bad(e.to_string()))?;
-        if let Some(name) = missing
-            .iter()
-            .find(|n| *n != crate::export::LOG_INNER_LR_VAR)
-        {
-            return Err(bad(format!("variable {name} is missing")));
+        // A resumed run may add finer levels after the saved ones (a pack that should
+        // reach higher rates); the saved levels keep their parameters and the new ones
+        // start from the finest saved level's. Removing levels is refused: it would
+        // drop what the saved levels learned.
+        let saved_levels = meta.config.rate.levels.len();
+        let levels = self.config.rate.levels.len();
+        if levels < saved_levels {
+            return Err(bad(format!(
+                "it has {saved_levels} quality levels and the configuration {levels}; \
+                 a resumed run can add levels but not remove them"
+            )));
         }
+        let weights: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+            .map_err(|e| bad(format!("weights: {e}")))?
+            .into_iter()
+            .collect();
+        let mut variables = self.vs.variables();
+        let mut names: Vec<&String> = variables.keys().collect();
+        names.sort();
+        let mut restored = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(saved) = weights.get(name) else {
+                // Checkpoints written before the inner step size was learned lack it;
+                // it then keeps its initial value, `encoder.inner_lr`.
+                if name == crate::export::LOG_INNER_LR_VAR {
+                    continue;
+                }
+                return Err(bad(format!("variable {name} is missing")));
+            };
+            let shape = variables[name].size();
+            let value = extend_levels(name, saved, &shape, saved_levels, LevelFill::FinestLevel)
+                .map_err(bad)?;
+            restored.push((name.clone(), value));
+        }
+        tch::no_grad(|| {
+            for (name, value) in &restored {
+                let var = variables.get_mut(name).expect("listed above");
+                var.copy_(&value.to_device(var.device()).to_kind(var.kind()));
+            }
+        });
         let adam = adam_path(path);
         if adam.exists() {
-            let saved: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&adam)
-                .map_err(|e| bad(format!("optimiser state: {e}")))?
-                .into_iter()
-                .collect();
+            let saved = Tensor::read_safetensors(&adam)
+                .map_err(|e| bad(format!("optimiser state: {e}")))?;
+            // New levels' moments start at zero, as a new variable's would.
+            let mut extended = HashMap::with_capacity(saved.len());
+            for (key, value) in saved {
+                let name = key.splitn(3, '.').nth(2).unwrap_or("");
+                let value = match variables.get(name) {
+                    Some(var) => {
+                        extend_levels(name, &value, &var.size(), saved_levels, LevelFill::Zero)
+                            .map_err(bad)?
+                    }
+                    None => value,
+                };
+                extended.insert(key, value);
+            }
+            let saved = extended;
             self.optimizer.load_state(&saved, "main").map_err(bad)?;
             if let Some(meta_adam) = &mut self.meta_adam {
                 meta_adam.load_state(&saved, "meta").map_err(bad)?;
@@ -582,6 +626,50 @@ impl Trainer {
         self.rng = SplitMix64(meta.rng);
         Ok(())
     }
+}
+
+/// Variables with one row per quality level (`[levels, ...]`): the training entropy
+/// model's Laplace parameters and the hypernetwork's level embedding.
+const PER_LEVEL_VARIABLES: [&str; 3] = ["entropy.location", "entropy.log_scale", "level_embedding"];
+
+/// How the rows of levels added on resume start.
+#[derive(Clone, Copy)]
+enum LevelFill {
+    /// As the finest saved level (weights).
+    FinestLevel,
+    /// At zero (optimiser moments).
+    Zero,
+}
+
+/// `saved` reshaped to a variable of shape `shape`: as it is when the shapes agree; with
+/// rows appended for added levels when `name` is a per-level variable saved with
+/// `saved_levels` rows; an error otherwise.
+fn extend_levels(
+    name: &str,
+    saved: &Tensor,
+    shape: &[i64],
+    saved_levels: usize,
+    fill: LevelFill,
+) -> Result<Tensor, String> {
+    let have = saved.size();
+    if have == shape {
+        return Ok(saved.shallow_clone());
+    }
+    let per_level = PER_LEVEL_VARIABLES.iter().any(|v| name.ends_with(v));
+    let rows_only = !have.is_empty() && have.len() == shape.len() && have[1..] == shape[1..];
+    if !(per_level && rows_only && have[0] == saved_levels as i64 && have[0] < shape[0]) {
+        return Err(format!(
+            "variable {name} has shape {have:?} in the checkpoint, not {shape:?}"
+        ));
+    }
+    let mut repeats = vec![1; have.len()];
+    repeats[0] = shape[0] - have[0];
+    let finest = saved.narrow(0, have[0] - 1, 1);
+    let rows = match fill {
+        LevelFill::FinestLevel => finest.repeat(&repeats),
+        LevelFill::Zero => finest.zeros_like().repeat(&repeats),
+    };
+    Ok(Tensor::cat(&[saved.shallow_clone(), rows], 0))
 }
 
 fn adam_path(checkpoint: &Path) -> PathBuf {

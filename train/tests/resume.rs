@@ -146,3 +146,63 @@ fn resuming_without_the_optimiser_state_differs() {
     steps(&mut second, 3, 6);
     assert_ne!(variables(&whole), variables(&second));
 }
+
+/// `cfg` with a third, finer level after its two.
+fn with_finer_level(cfg: &TrainConfig) -> TrainConfig {
+    let mut cfg = cfg.clone();
+    let mut finer = cfg.rate.levels[1].clone();
+    finer.step /= 4.0;
+    cfg.rate.levels.push(finer);
+    cfg
+}
+
+#[test]
+fn a_resumed_run_can_add_finer_levels() {
+    let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let cfg = config("instance-input");
+    let path = checkpoint_path("more-levels");
+    let mut first = Trainer::new(&cfg, Device::Cpu).unwrap();
+    steps(&mut first, 0, 4);
+    first.save_checkpoint(&path).unwrap();
+    let saved = variables(&first);
+
+    let more = with_finer_level(&cfg);
+    let mut second = Trainer::new(&more, Device::Cpu).unwrap();
+    second.load_checkpoint(&path).unwrap();
+    assert_eq!(second.step, 4);
+    let loaded = variables(&second);
+    assert_eq!(saved.len(), loaded.len());
+    for ((name, x), (_, y)) in saved.iter().zip(&loaded) {
+        let per_level = ["entropy.location", "entropy.log_scale", "level_embedding"];
+        if per_level.iter().any(|v| name.ends_with(v)) {
+            // [levels, n]: the saved levels, then the finest of them again.
+            let row = x.len() / 2;
+            assert_eq!(y.len(), 3 * row, "{name}");
+            assert_eq!(&y[..2 * row], &x[..], "{name}");
+            assert_eq!(&y[2 * row..], &x[row..], "{name}");
+        } else {
+            assert_eq!(x, y, "variable {name} changed on resuming");
+        }
+    }
+    // The saved levels' parameters really were trained (else the check above is empty).
+    let fresh = variables(&Trainer::new(&cfg, Device::Cpu).unwrap());
+    let log_scale = |vars: &[(String, Vec<f32>)]| {
+        vars.iter()
+            .find(|(n, _)| n == "entropy.log_scale")
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert_ne!(log_scale(&saved), log_scale(&fresh));
+    // Training goes on with three levels.
+    steps(&mut second, 4, 6);
+    assert_ne!(variables(&second), loaded);
+
+    // Levels cannot be removed.
+    let mut fewer = cfg.clone();
+    fewer.rate.levels.truncate(1);
+    let mut third = Trainer::new(&fewer, Device::Cpu).unwrap();
+    let err = third.load_checkpoint(&path).unwrap_err().to_string();
+    assert!(err.contains("can add levels but not remove them"), "{err}");
+}
