@@ -1,13 +1,20 @@
 //! The `.ipc` container: fixed header, entropy-coded payload, checksum (spec/bitstream.md).
 
+use crate::entropy::{PayloadCoding, TileGrid};
 use crate::error::{Error, FormatError};
 pub use crate::ids::Modality;
 use crate::ids::PackId;
 
 /// File signature (spec/bitstream.md §2). The high first byte catches 7-bit transfers, as PNG's does.
 pub const MAGIC: [u8; 4] = [0x89, b'I', b'P', b'C'];
-/// The only format version this decoder reads (spec/bitstream.md §2).
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version new files are written in (spec/bitstream.md §2). This decoder
+/// reads versions 1 and 2.
+pub const FORMAT_VERSION: u8 = 2;
+/// The oldest format version this decoder reads.
+pub const OLDEST_FORMAT_VERSION: u8 = 1;
+/// Header flag of version 2, bit 0: the payload is coded with neighbour contexts
+/// (spec/bitstream.md §3.1, §7.5). The other 15 bits are reserved.
+pub const FLAG_NEIGHBOUR_CONTEXTS: u16 = 1;
 /// Bytes before the payload (spec/bitstream.md §3).
 pub const HEADER_LEN: usize = 50;
 /// Bytes after the payload: the CRC-32 (spec/bitstream.md §6).
@@ -97,6 +104,11 @@ impl Geometry {
 /// The parsed, syntactically valid fixed header of an `.ipc` file (spec/bitstream.md §3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// Format version: 1 or 2 (spec/bitstream.md §2).
+    pub version: u8,
+    /// How the payload chooses its tables (spec/bitstream.md §7.2, §7.5); always
+    /// [`PayloadCoding::PerElement`] in version 1.
+    pub coding: PayloadCoding,
     /// The model pack the file must be decoded with.
     pub pack_id: PackId,
     /// Signal geometry; also gives the modality.
@@ -144,6 +156,17 @@ impl Header {
             .tile_grid(self.tile_width.into(), self.tile_height.into())
     }
 
+    /// The tile grid as the payload codes it (spec/bitstream.md §4, §7.5). Only for a
+    /// header whose tile count the caller has bounded (it saturates at `usize::MAX`).
+    pub fn grid(&self) -> TileGrid {
+        let (columns, rows) = self.tile_grid();
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        TileGrid {
+            columns: size(columns),
+            rows: size(rows),
+        }
+    }
+
     /// Total number of tiles, each carrying one V (spec/bitstream.md §4).
     pub fn tile_count(&self) -> u64 {
         self.geometry
@@ -159,9 +182,13 @@ impl Header {
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..4].copy_from_slice(&MAGIC);
-        b[4] = FORMAT_VERSION;
+        b[4] = self.version;
         b[5] = self.geometry.modality().code();
-        // b[6..8]: flags, zero in version 1.
+        let flags = match self.coding {
+            PayloadCoding::PerElement => 0,
+            PayloadCoding::NeighbourContexts => FLAG_NEIGHBOUR_CONTEXTS,
+        };
+        b[6..8].copy_from_slice(&flags.to_le_bytes());
         b[8..24].copy_from_slice(self.pack_id.as_bytes());
         let (a, c, ch, bd) = match self.geometry {
             Geometry::Image {
@@ -204,10 +231,11 @@ impl Header {
             return Err(truncated(HEADER_LEN, b.len()));
         }
         // §5.2: the version is checked before the rest, whose layout it governs.
-        if b[4] != FORMAT_VERSION {
+        let version = b[4];
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::Unsupported(format!(
-                "format version {} (this decoder reads version {FORMAT_VERSION})",
-                b[4]
+                "format version {version} (this decoder reads versions \
+                 {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
             )));
         }
         if b.len() < HEADER_LEN {
@@ -224,12 +252,24 @@ impl Header {
             2 => Modality::Audio,
             v => return Err(field("modality", v.into())),
         };
+        // §3.1: version 1 reserves every flag; version 2 defines bit 0 only.
         let flags = u16_at(6);
-        if flags != 0 {
+        let defined = if version == 1 {
+            0
+        } else {
+            FLAG_NEIGHBOUR_CONTEXTS
+        };
+        if flags & !defined != 0 {
             return Err(Error::Unsupported(format!(
-                "header flags {flags:#06x} are set (reserved in version 1)"
+                "header flags {:#06x} are set (reserved in version {version})",
+                flags & !defined
             )));
         }
+        let coding = if flags & FLAG_NEIGHBOUR_CONTEXTS != 0 {
+            PayloadCoding::NeighbourContexts
+        } else {
+            PayloadCoding::PerElement
+        };
         let mut id = [0u8; 16];
         id.copy_from_slice(&b[8..24]);
         let pack_id = PackId::from_bytes(id);
@@ -309,6 +349,8 @@ impl Header {
             return Err(FormatError::PayloadAlignment(payload_len.into()).into());
         }
         Ok(Header {
+            version,
+            coding,
             pack_id,
             geometry,
             tile_width,
@@ -483,6 +525,8 @@ mod tests {
 
     fn sample_header() -> Header {
         Header {
+            version: FORMAT_VERSION,
+            coding: PayloadCoding::NeighbourContexts,
             pack_id: PackId::from_bytes([7; 16]),
             geometry: Geometry::Image {
                 width: 33,
@@ -503,6 +547,38 @@ mod tests {
         let h = sample_header();
         assert_eq!(Header::parse(&h.to_bytes()).unwrap(), h);
         assert_eq!(h.tile_grid(), (3, 2));
+    }
+
+    #[test]
+    fn versions_and_flags() {
+        // §3.1: version 2 defines flag bit 0; version 1 reserves every flag.
+        let v2 = sample_header().to_bytes();
+        assert_eq!((v2[4], v2[6], v2[7]), (2, 1, 0));
+        let plain = Header {
+            coding: PayloadCoding::PerElement,
+            ..sample_header()
+        };
+        assert_eq!(plain.to_bytes()[6], 0);
+        let v1 = Header {
+            version: 1,
+            ..plain.clone()
+        };
+        assert_eq!(Header::parse(&v1.to_bytes()).unwrap(), v1);
+        let mut flagged_v1 = v1.to_bytes();
+        flagged_v1[6] = 1;
+        let err = Header::parse(&flagged_v1).unwrap_err();
+        assert_eq!(err.code(), "unsupported", "{err}");
+        for (byte, bit) in [(6, 2u8), (7, 0x80)] {
+            let mut reserved = v2;
+            reserved[byte] |= bit;
+            let err = Header::parse(&reserved).unwrap_err();
+            assert_eq!(err.code(), "unsupported", "{err}");
+        }
+        for version in [0u8, 3, 255] {
+            let mut other = v2;
+            other[4] = version;
+            assert_eq!(Header::parse(&other).unwrap_err().code(), "unsupported");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::io::Read;
 
 pub use crate::container::Limits;
 use crate::container::{check_limits, Container, Geometry, Header, HEADER_LEN};
+use crate::entropy::{PayloadCoding, VModel};
 use crate::error::{Error, FormatError};
 use crate::pack::ModelPack;
 use crate::synthesis::TileSynthesizer;
@@ -214,9 +215,8 @@ impl<'p> Decoder<'p> {
                 limit,
             });
         }
-        let count = count as usize;
         Ok(model
-            .decode(container.payload, count)
+            .decode_tiles(container.payload, header.grid(), header.coding)
             .map_err(FormatError::Payload)?)
     }
 
@@ -405,6 +405,14 @@ pub fn check_pack(header: &Header, pack: &ModelPack) -> Result<(), Error> {
             header.quality_level,
             cfg.quality_levels.len()
         )));
+    }
+    let neighbour_tables = pack
+        .v_model(usize::from(header.quality_level))
+        .is_some_and(VModel::has_neighbour_tables);
+    if header.coding == PayloadCoding::NeighbourContexts && !neighbour_tables {
+        return Err(mismatch(
+            "the file is coded with neighbour contexts and the pack has no neighbour tables".into(),
+        ));
     }
     Ok(())
 }

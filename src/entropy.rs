@@ -35,6 +35,17 @@ pub enum EntropyError {
     /// An escaped value lies outside `i32`.
     #[error("escaped value is outside the 32-bit range")]
     EscapeRange,
+    /// A pack's neighbour tables are not `NEIGHBOUR_CLASSES` per table.
+    #[error("{found} neighbour tables, expected {expected} (16 per table)")]
+    NeighbourTables {
+        /// Tables given.
+        found: usize,
+        /// Tables expected.
+        expected: usize,
+    },
+    /// Neighbour contexts were asked of a model without neighbour tables.
+    #[error("the pack has no neighbour tables (spec/model-pack.md §5.1)")]
+    NoNeighbourTables,
     /// The number of elements is not a whole number of V matrices.
     #[error("{len} values is not a multiple of the {per_tile} elements of one V")]
     Shape {
@@ -159,13 +170,78 @@ impl SymbolModel {
     }
 }
 
+/// Number of neighbour classes of an element (spec/bitstream.md §7.5): a pack's
+/// neighbour tables hold this many tables for each of its per-element tables.
+pub const NEIGHBOUR_CLASSES: usize = 16;
+
+/// The neighbour class (`0 .. NEIGHBOUR_CLASSES`) of an element of V, from the same
+/// element of the tile to its left and of the tile above it, each 0 where that tile
+/// does not exist (spec/bitstream.md §7.5). Integers only, so encoder and decoder agree
+/// on every machine. (Class 2 never occurs: a magnitude of 1 has a non-zero sum. Its
+/// tables exist all the same, so that the table index stays one formula.)
+///
+/// ```
+/// use ipc_codec::entropy::neighbour_class;
+/// assert_eq!(neighbour_class(0, 0), 0);
+/// assert_eq!(neighbour_class(1, 0), 3); // |l| + |a| = 1: bucket 0; sum > 0
+/// assert_eq!(neighbour_class(1, -1), 5); // |l| + |a| = 2: bucket 1; sum 0
+/// assert_eq!(neighbour_class(-40, 3), 13); // bucket 4 (16 and above), sum < 0
+/// ```
+pub fn neighbour_class(left: i32, above: i32) -> usize {
+    let (l, a) = (i64::from(left), i64::from(above));
+    let magnitude = l.unsigned_abs() + a.unsigned_abs();
+    if magnitude == 0 {
+        return 0;
+    }
+    // floor(log2(magnitude)), capped at 4: 1, 2..3, 4..7, 8..15, 16 and above.
+    let bucket = (63 - magnitude.leading_zeros()).min(4) as usize;
+    let sign = match (l + a).signum() {
+        -1 => 0,
+        0 => 1,
+        _ => 2,
+    };
+    1 + 3 * bucket + sign
+}
+
+/// The grid of tiles a payload codes (spec/bitstream.md §4): `columns` tiles per row
+/// (image: `tiles_x`; audio: chunks per channel) and `rows` rows (image: `tiles_y`;
+/// audio: channels), tile `t` at column `t % columns` of row `t / columns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TileGrid {
+    /// Tiles per row.
+    pub columns: usize,
+    /// Rows of tiles.
+    pub rows: usize,
+}
+
+impl TileGrid {
+    /// Number of tiles.
+    pub fn tiles(&self) -> usize {
+        self.columns.saturating_mul(self.rows)
+    }
+}
+
+/// How the payload chooses the table of each value (spec/bitstream.md §7.2, §7.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PayloadCoding {
+    /// The element's table alone (format version 1, and version 2 without flags).
+    #[default]
+    PerElement,
+    /// The element's table and the neighbour class of the element (version 2, flag bit
+    /// 0): needs a pack with neighbour tables (spec/model-pack.md §5.1).
+    NeighbourContexts,
+}
+
 /// The models that code V at one quality level: a table per context and the context
-/// of each element of V (spec/model-pack.md §5).
+/// of each element of V (spec/model-pack.md §5), and optionally the neighbour tables
+/// (§5.1), `NEIGHBOUR_CLASSES` per context.
 #[derive(Debug, Clone)]
 pub struct VModel {
     /// Context (table index) of each element of V, row-major in the shape of V (`PackConfig::v_shape`).
     contexts: Vec<u16>,
     models: Vec<SymbolModel>,
+    /// Neighbour models, table `context * NEIGHBOUR_CLASSES + class`.
+    neighbour: Option<Vec<SymbolModel>>,
 }
 
 impl VModel {
@@ -176,7 +252,96 @@ impl VModel {
             .map(SymbolModel::new)
             .collect::<Result<Vec<_>, _>>()?;
         debug_assert!(contexts.iter().all(|&c| usize::from(c) < models.len()));
-        Ok(VModel { contexts, models })
+        Ok(VModel {
+            contexts,
+            models,
+            neighbour: None,
+        })
+    }
+
+    /// Adds the neighbour tables (spec/model-pack.md §5.1): `NEIGHBOUR_CLASSES` tables
+    /// per table of [`VModel::new`], table `context * NEIGHBOUR_CLASSES + class`.
+    pub fn with_neighbour_tables(
+        mut self,
+        tables: &[FrequencyTable],
+    ) -> Result<VModel, EntropyError> {
+        let expected = self.models.len() * NEIGHBOUR_CLASSES;
+        if tables.len() != expected {
+            return Err(EntropyError::NeighbourTables {
+                found: tables.len(),
+                expected,
+            });
+        }
+        self.neighbour = Some(
+            tables
+                .iter()
+                .map(SymbolModel::new)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        Ok(self)
+    }
+
+    /// Whether the model can code [`PayloadCoding::NeighbourContexts`].
+    pub fn has_neighbour_tables(&self) -> bool {
+        self.neighbour.is_some()
+    }
+
+    /// The model that codes element `e` (of context `context`) of a tile whose left
+    /// and upper neighbours hold `left` and `above` at the same element.
+    fn model_for(
+        &self,
+        coding: PayloadCoding,
+        context: u16,
+        left: i32,
+        above: i32,
+    ) -> &SymbolModel {
+        match (coding, &self.neighbour) {
+            (PayloadCoding::NeighbourContexts, Some(n)) => {
+                &n[usize::from(context) * NEIGHBOUR_CLASSES + neighbour_class(left, above)]
+            }
+            _ => &self.models[usize::from(context)],
+        }
+    }
+
+    /// The models of tile `t`'s elements under `coding`, in element order, given the
+    /// values of the tiles before it (`q`, at least up to tile `t`'s upper neighbour).
+    pub fn tile_models<'a>(
+        &'a self,
+        coding: PayloadCoding,
+        grid: TileGrid,
+        q: &'a [i32],
+        t: usize,
+    ) -> impl Iterator<Item = &'a SymbolModel> + 'a {
+        let per = self.contexts.len();
+        let (x, y) = (t % grid.columns.max(1), t / grid.columns.max(1));
+        self.contexts.iter().enumerate().map(move |(e, &c)| {
+            if coding == PayloadCoding::PerElement || self.neighbour.is_none() {
+                return &self.models[usize::from(c)];
+            }
+            let left = if x > 0 { q[(t - 1) * per + e] } else { 0 };
+            let above = if y > 0 {
+                q[(t - grid.columns) * per + e]
+            } else {
+                0
+            };
+            self.model_for(coding, c, left, above)
+        })
+    }
+
+    /// Bits of tile `t`'s values `tile` under `coding`, the tiles before it being `q`
+    /// (see [`VModel::tile_models`]).
+    pub fn tile_bits(
+        &self,
+        coding: PayloadCoding,
+        grid: TileGrid,
+        q: &[i32],
+        t: usize,
+        tile: &[i32],
+    ) -> f64 {
+        self.tile_models(coding, grid, q, t)
+            .zip(tile)
+            .map(|(m, &v)| m.code_length(v))
+            .sum()
     }
 
     /// Elements in one V.
@@ -194,19 +359,34 @@ impl VModel {
         &self.models
     }
 
-    /// Encodes quantised V of any number of tiles, tile after tile, each row-major
-    /// (spec/bitstream.md §7.2). Returns the payload bytes.
+    /// Encodes quantised V of any number of tiles, tile after tile, each row-major,
+    /// every element with its own table (spec/bitstream.md §7.2). Returns the payload
+    /// bytes.
     pub fn encode(&self, values: &[i32]) -> Result<Vec<u8>, EntropyError> {
         let per_tile = self.contexts.len();
-        if per_tile == 0 || values.len() % per_tile != 0 {
-            return Err(EntropyError::Shape {
-                len: values.len(),
-                per_tile,
-            });
-        }
+        let grid = TileGrid {
+            columns: 1,
+            rows: values.len().checked_div(per_tile).unwrap_or(0),
+        };
+        self.encode_tiles(values, grid, PayloadCoding::PerElement)
+    }
+
+    /// Encodes the quantised V of the tiles of `grid`, tile after tile in the order of
+    /// spec/bitstream.md §4, each row-major, with the tables `coding` chooses (§7.2,
+    /// §7.5). Returns the payload bytes.
+    pub fn encode_tiles(
+        &self,
+        values: &[i32],
+        grid: TileGrid,
+        coding: PayloadCoding,
+    ) -> Result<Vec<u8>, EntropyError> {
+        let per_tile = self.contexts.len();
+        self.check(coding, grid, values.len())?;
         let mut coder = DefaultRangeEncoder::new();
-        for (&v, &ctx) in values.iter().zip(self.contexts.iter().cycle()) {
-            encode_value(&mut coder, &self.models[usize::from(ctx)], v);
+        for (t, tile) in values.chunks_exact(per_tile).enumerate() {
+            for (model, &v) in self.tile_models(coding, grid, values, t).zip(tile) {
+                encode_value(&mut coder, model, v);
+            }
         }
         let words = coder
             .into_compressed()
@@ -214,8 +394,9 @@ impl VModel {
         Ok(words.iter().flat_map(|w| w.to_le_bytes()).collect())
     }
 
-    /// Decodes `count` values (a multiple of the elements per tile) from a payload.
-    /// The caller bounds `count` before calling: the output is allocated up front.
+    /// Decodes `count` values (a multiple of the elements per tile), every element
+    /// with its own table (spec/bitstream.md §7.2). The caller bounds `count` before
+    /// calling: the output is allocated up front.
     pub fn decode(&self, payload: &[u8], count: usize) -> Result<Vec<i32>, EntropyError> {
         let per_tile = self.contexts.len();
         if per_tile == 0 || count % per_tile != 0 {
@@ -224,6 +405,26 @@ impl VModel {
                 per_tile,
             });
         }
+        let grid = TileGrid {
+            columns: 1,
+            rows: count / per_tile,
+        };
+        self.decode_tiles(payload, grid, PayloadCoding::PerElement)
+    }
+
+    /// Decodes the quantised V of the tiles of `grid` with the tables `coding` chooses
+    /// (spec/bitstream.md §7.2, §7.5). The caller bounds the number of values
+    /// (`grid.tiles()` times the elements per tile) before calling: the output is
+    /// allocated up front.
+    pub fn decode_tiles(
+        &self,
+        payload: &[u8],
+        grid: TileGrid,
+        coding: PayloadCoding,
+    ) -> Result<Vec<i32>, EntropyError> {
+        let per_tile = self.contexts.len();
+        let count = grid.tiles().saturating_mul(per_tile);
+        self.check(coding, grid, count)?;
         debug_assert!(payload.len() % 4 == 0);
         let words: Vec<u32> = payload
             .chunks_exact(4)
@@ -231,11 +432,43 @@ impl VModel {
             .collect();
         let mut coder =
             DefaultRangeDecoder::from_compressed(words).map_err(|_| EntropyError::InvalidData)?;
-        let mut out = Vec::with_capacity(count);
-        for &ctx in self.contexts.iter().cycle().take(count) {
-            out.push(decode_value(&mut coder, &self.models[usize::from(ctx)])?);
+        let mut out = vec![0i32; count];
+        let columns = grid.columns.max(1);
+        for t in 0..grid.tiles() {
+            let (x, y) = (t % columns, t / columns);
+            for (e, &ctx) in self.contexts.iter().enumerate() {
+                let model = match coding {
+                    PayloadCoding::PerElement => &self.models[usize::from(ctx)],
+                    PayloadCoding::NeighbourContexts => {
+                        let left = if x > 0 {
+                            out[(t - 1) * per_tile + e]
+                        } else {
+                            0
+                        };
+                        let above = if y > 0 {
+                            out[(t - columns) * per_tile + e]
+                        } else {
+                            0
+                        };
+                        self.model_for(coding, ctx, left, above)
+                    }
+                };
+                out[t * per_tile + e] = decode_value(&mut coder, model)?;
+            }
         }
         Ok(out)
+    }
+
+    /// Checks that `len` values fill `grid` and that `coding` has its tables.
+    fn check(&self, coding: PayloadCoding, grid: TileGrid, len: usize) -> Result<(), EntropyError> {
+        let per_tile = self.contexts.len();
+        if per_tile == 0 || grid.tiles().checked_mul(per_tile) != Some(len) {
+            return Err(EntropyError::Shape { len, per_tile });
+        }
+        if coding == PayloadCoding::NeighbourContexts && self.neighbour.is_none() {
+            return Err(EntropyError::NoNeighbourTables);
+        }
+        Ok(())
     }
 }
 
@@ -475,6 +708,133 @@ mod tests {
                 assert_eq!(model.decode(&payload, values.len()).unwrap(), values);
             }
         }
+    }
+
+    /// `neighbour_class` as spec/bitstream.md §7.5 writes it, step by step.
+    fn class_as_specified(left: i32, above: i32) -> usize {
+        let m = i64::from(left).abs() + i64::from(above).abs();
+        if m == 0 {
+            return 0;
+        }
+        let bucket = match m {
+            1 => 0,
+            2..=3 => 1,
+            4..=7 => 2,
+            8..=15 => 3,
+            _ => 4,
+        };
+        let s = i64::from(left) + i64::from(above);
+        let sign = if s < 0 {
+            0
+        } else if s == 0 {
+            1
+        } else {
+            2
+        };
+        1 + 3 * bucket + sign
+    }
+
+    #[test]
+    fn neighbour_classes_follow_the_spec_and_cover_every_class() {
+        let mut seen = [false; NEIGHBOUR_CLASSES];
+        let values = [i32::MIN, -70000, -17, -16, -9, -8, -5, -4, -3, -2, -1, 0];
+        let values: Vec<i32> = values
+            .iter()
+            .copied()
+            .chain(values.iter().map(|v| v.saturating_neg()))
+            .collect();
+        for &l in &values {
+            for &a in &values {
+                let class = neighbour_class(l, a);
+                assert_eq!(class, class_as_specified(l, a), "left {l}, above {a}");
+                seen[class] = true;
+            }
+        }
+        // Every class is reached but 2: a magnitude of 1 never has a zero sum.
+        let unreached: Vec<usize> = (0..NEIGHBOUR_CLASSES).filter(|&c| !seen[c]).collect();
+        assert_eq!(unreached, [2]);
+    }
+
+    /// A model whose neighbour tables differ by class, so the class changes the bytes.
+    fn neighbour_model(per_tile: usize, tables: usize) -> VModel {
+        let contexts: Vec<u16> = (0..per_tile).map(|e| (e % tables) as u16).collect();
+        let plain: Vec<FrequencyTable> = (0..tables)
+            .map(|t| laplace_table(-4, 9, 600 + 20 * t as u64))
+            .collect();
+        let neighbour: Vec<FrequencyTable> = (0..tables * NEIGHBOUR_CLASSES)
+            .map(|i| {
+                let class = (i % NEIGHBOUR_CLASSES) as i32;
+                laplace_table(-3 - class, 7 + 2 * class as usize, 300 + 40 * class as u64)
+            })
+            .collect();
+        VModel::new(contexts, &plain)
+            .unwrap()
+            .with_neighbour_tables(&neighbour)
+            .unwrap()
+    }
+
+    #[test]
+    fn neighbour_coded_grids_round_trip_and_differ_from_per_element_coding() {
+        let mut rng = SplitMix64(7);
+        let model = neighbour_model(6, 3);
+        for (columns, rows) in [(1, 1), (5, 1), (1, 4), (7, 3)] {
+            let grid = TileGrid { columns, rows };
+            let values: Vec<i32> = (0..grid.tiles() * 6)
+                .map(|_| {
+                    let r = rng.next_u64();
+                    match r % 13 {
+                        0 => (rng.next_u64() as i32) >> (r % 31),
+                        _ => (r >> 8) as i32 % 11 - 5,
+                    }
+                })
+                .collect();
+            for coding in [PayloadCoding::PerElement, PayloadCoding::NeighbourContexts] {
+                let payload = model.encode_tiles(&values, grid, coding).unwrap();
+                assert_eq!(model.decode_tiles(&payload, grid, coding).unwrap(), values);
+                // The rate model's code lengths are what the coder spends, to within
+                // its overhead of a few words.
+                let bits: f64 = (0..grid.tiles())
+                    .map(|t| model.tile_bits(coding, grid, &values, t, &values[t * 6..][..6]))
+                    .sum();
+                let spent = payload.len() as f64 * 8.0;
+                assert!(
+                    spent >= bits - 1.0 && spent <= bits + 96.0,
+                    "{bits} {spent}"
+                );
+            }
+            let a = model
+                .encode_tiles(&values, grid, PayloadCoding::PerElement)
+                .unwrap();
+            let b = model
+                .encode_tiles(&values, grid, PayloadCoding::NeighbourContexts)
+                .unwrap();
+            assert_ne!(a, b, "{columns}x{rows}");
+        }
+    }
+
+    #[test]
+    fn neighbour_coding_needs_neighbour_tables_of_the_right_count() {
+        let plain = VModel::new(vec![0; 4], &[laplace_table(-2, 5, 500)]).unwrap();
+        let grid = TileGrid {
+            columns: 2,
+            rows: 1,
+        };
+        assert_eq!(
+            plain.encode_tiles(&[0; 8], grid, PayloadCoding::NeighbourContexts),
+            Err(EntropyError::NoNeighbourTables)
+        );
+        assert_eq!(
+            plain.decode_tiles(&[], grid, PayloadCoding::NeighbourContexts),
+            Err(EntropyError::NoNeighbourTables)
+        );
+        let too_few = vec![laplace_table(-2, 5, 500); NEIGHBOUR_CLASSES - 1];
+        assert!(matches!(
+            plain.with_neighbour_tables(&too_few),
+            Err(EntropyError::NeighbourTables {
+                found: 15,
+                expected: 16
+            })
+        ));
     }
 
     #[test]

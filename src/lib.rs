@@ -60,6 +60,6 @@ pub use container::{Geometry, Header, Modality};
 pub use decoder::{
     DecodeOptions, Decoded, DecodedAudio, DecodedImage, Decoder, ImagePixels, Limits,
 };
-pub use encoder::encode_quantised;
+pub use encoder::{encode_quantised, encode_quantised_as, FileFormat};
 pub use error::{Error, FormatError};
 pub use pack::{ModelPack, PackError, PackId};

@@ -5,8 +5,8 @@ use ipc_codec::pack::synthetic::SyntheticPack;
 use ipc_codec::rng::SplitMix64;
 use ipc_codec::synthesis::TileSynthesizer;
 use ipc_codec::{
-    encode_quantised, DecodeOptions, Decoded, Decoder, Error, Geometry, ImagePixels, Limits,
-    ModelPack,
+    encode_quantised, encode_quantised_as, DecodeOptions, Decoded, Decoder, Error, FileFormat,
+    Geometry, ImagePixels, Limits, ModelPack,
 };
 
 fn pack(spec: SyntheticPack) -> ModelPack {
@@ -296,7 +296,8 @@ fn spec_bitstream_worked_example_is_reproduced() {
         v[tile * 64 + e] = value;
     }
     let geometry = rgb(9, 5);
-    let file = encode_quantised(&pack, geometry, 0, None, &v).unwrap();
+    // The worked example is a version-1 file.
+    let file = encode_quantised_as(&pack, geometry, 0, None, &v, FileFormat::VERSION_1).unwrap();
     assert_eq!(file, expected);
     let (_, back) = Decoder::new(&pack).decode_quantised(&file).unwrap();
     assert_eq!(back, v);

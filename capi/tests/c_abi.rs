@@ -108,6 +108,8 @@ fn v_values(n: usize, seed: i32) -> Vec<i32> {
 fn encode_and_decode(pack: &ModelPack, geometry: Geometry, level: u8) -> (Vec<u8>, Vec<u8>) {
     let cfg = pack.config();
     let tiles = Header {
+        version: ipc_codec::container::FORMAT_VERSION,
+        coding: ipc_codec::entropy::PayloadCoding::PerElement,
         pack_id: pack.id(),
         geometry,
         tile_width: cfg.tile_width as u16,

@@ -33,8 +33,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::container::{write_file, Geometry, Header};
+use crate::container::{write_file, Geometry, Header, FORMAT_VERSION};
 use crate::decoder::{check_pack, DecodeOptions, Decoder, Limits};
+use crate::entropy::{PayloadCoding, VModel};
 use crate::error::{Error, FormatError};
 use crate::metrics;
 use crate::pack::ModelPack;
@@ -589,7 +590,8 @@ impl<'p> Encoder<'p> {
             .pack
             .v_model(usize::from(level))
             .expect("level checked");
-        let rate = refine::RateModel::new(vmodel);
+        let format = FileFormat::default_for(self.pack);
+        let rate = refine::RateModel::for_file(vmodel, format.coding, tiles.grid);
         refine::refine(
             &self.model,
             &rate,
@@ -667,14 +669,60 @@ fn bisect<T>(
 }
 
 /// Entropy-codes the quantised V of every tile (tile after tile, each in `PackConfig::v_shape`
-/// row-major, in the tile order of spec/bitstream.md §4) and wraps it in a container.
-/// `step_q16` overrides the quality level's default dequantisation step.
+/// row-major, in the tile order of spec/bitstream.md §4) and wraps it in a container
+/// of the default format for the pack ([`FileFormat::default_for`]). `step_q16`
+/// overrides the quality level's default dequantisation step.
 pub fn encode_quantised(
     pack: &ModelPack,
     geometry: Geometry,
     quality_level: u8,
     step_q16: Option<u32>,
     v: &[i32],
+) -> Result<Vec<u8>, Error> {
+    let format = FileFormat::default_for(pack);
+    encode_quantised_as(pack, geometry, quality_level, step_q16, v, format)
+}
+
+/// A file's format version and payload coding (spec/bitstream.md §2, §3.1, §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileFormat {
+    /// Format version, 1 or 2.
+    pub version: u8,
+    /// How the payload chooses its tables; [`PayloadCoding::PerElement`] in version 1.
+    pub coding: PayloadCoding,
+}
+
+impl FileFormat {
+    /// Version 1: every element with its own table.
+    pub const VERSION_1: FileFormat = FileFormat {
+        version: 1,
+        coding: PayloadCoding::PerElement,
+    };
+
+    /// The format new files are written in: version 2, with neighbour contexts when
+    /// the pack has neighbour tables (spec/model-pack.md §5.1).
+    pub fn default_for(pack: &ModelPack) -> FileFormat {
+        let neighbour = pack.v_model(0).is_some_and(VModel::has_neighbour_tables);
+        FileFormat {
+            version: FORMAT_VERSION,
+            coding: if neighbour {
+                PayloadCoding::NeighbourContexts
+            } else {
+                PayloadCoding::PerElement
+            },
+        }
+    }
+}
+
+/// [`encode_quantised`] in a given format: version 1 files for tools that need
+/// them, or version 2 with or without neighbour contexts.
+pub fn encode_quantised_as(
+    pack: &ModelPack,
+    geometry: Geometry,
+    quality_level: u8,
+    step_q16: Option<u32>,
+    v: &[i32],
+    format: FileFormat,
 ) -> Result<Vec<u8>, Error> {
     let cfg = pack.config();
     let level = cfg
@@ -688,6 +736,8 @@ pub fn encode_quantised(
             ),
         })?;
     let header = Header {
+        version: format.version,
+        coding: format.coding,
         pack_id: pack.id(),
         geometry,
         tile_width: u16::try_from(cfg.tile_width).expect("validated pack"),
@@ -711,6 +761,8 @@ pub fn encode_quantised(
             model.elements_per_tile()
         )));
     }
-    let payload = model.encode(v).map_err(FormatError::Payload)?;
+    let payload = model
+        .encode_tiles(v, header.grid(), header.coding)
+        .map_err(FormatError::Payload)?;
     write_file(&header, &payload)
 }

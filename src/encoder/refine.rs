@@ -15,7 +15,7 @@
 //! distortion within its budget (its start is one), so refinement never returns a tile
 //! of more bits or more distortion than it started with.
 
-use crate::entropy::VModel;
+use crate::entropy::{PayloadCoding, SymbolModel, TileGrid, VModel};
 
 use super::network::DistortionModel;
 use super::tiling::Tiles;
@@ -90,43 +90,64 @@ pub(crate) fn inner_steps(
     }
 }
 
-/// The rate side of the objective: code lengths under one quality level's tables.
+/// The rate side of the objective: code lengths under one quality level's tables, as
+/// the file will code them (spec/bitstream.md §7.2, §7.5).
 #[derive(Debug, Clone, Copy)]
 pub struct RateModel<'a> {
     model: &'a VModel,
+    coding: PayloadCoding,
+    grid: TileGrid,
 }
 
 impl<'a> RateModel<'a> {
-    /// The rate model of one level's coding model.
+    /// The rate model of one level's coding model, every element with its own table
+    /// ([`PayloadCoding::PerElement`]).
     pub fn new(model: &'a VModel) -> RateModel<'a> {
-        RateModel { model }
-    }
-
-    /// Bits of one tile's quantised V.
-    pub fn bits(&self, q: &[i32]) -> f64 {
-        let models = self.model.symbol_models();
-        q.iter()
-            .zip(self.model.contexts())
-            .map(|(&v, &c)| models[usize::from(c)].code_length(v))
-            .sum()
-    }
-
-    /// Gradient of the rate term with respect to V for one tile (`v`, continuous),
-    /// in bits per unit of V: the slope of the code length between the integers either
-    /// side of `v / step`.
-    pub fn gradient(&self, v: &[f32], step: f32, out: &mut [f64]) {
-        for ((o, &x), &c) in out.iter_mut().zip(v).zip(self.model.contexts()) {
-            *o = self.slope(c, x / step) / f64::from(step);
+        RateModel {
+            model,
+            coding: PayloadCoding::PerElement,
+            grid: TileGrid {
+                columns: 1,
+                rows: 0,
+            },
         }
     }
 
-    /// Slope of the code length at `u = v / step` with respect to `u`: the difference
-    /// between the code lengths of the integers either side.
-    fn slope(&self, context: u16, u: f32) -> f64 {
-        let m = &self.model.symbol_models()[usize::from(context)];
-        let lo = u.floor().clamp(i32::MIN as f32, (i32::MAX - 1) as f32) as i32;
-        m.code_length(lo + 1) - m.code_length(lo)
+    /// The rate model of a file coded with `coding` over the tiles of `grid`. With
+    /// neighbour contexts, the code length of a tile depends on its left and upper
+    /// neighbours, which the methods read from the values of all tiles (`q`).
+    pub fn for_file(model: &'a VModel, coding: PayloadCoding, grid: TileGrid) -> RateModel<'a> {
+        RateModel {
+            model,
+            coding,
+            grid,
+        }
     }
+
+    /// Bits of tile `t`'s quantised V `tile`, its neighbours read from `q` (all
+    /// tiles' values; unused per element).
+    pub fn bits(&self, q: &[i32], t: usize, tile: &[i32]) -> f64 {
+        self.model.tile_bits(self.coding, self.grid, q, t, tile)
+    }
+
+    /// Gradient of the rate term with respect to V for tile `t` (`v`, continuous),
+    /// in bits per unit of V: the slope of the code length between the integers either
+    /// side of `v / step`, under the tables the neighbours in `q` select. (The tile's
+    /// own effect on the contexts of the tiles to its right and below is not part of
+    /// it.)
+    pub fn gradient(&self, v: &[f32], step: f32, q: &[i32], t: usize, out: &mut [f64]) {
+        let models = self.model.tile_models(self.coding, self.grid, q, t);
+        for ((o, &x), m) in out.iter_mut().zip(v).zip(models) {
+            *o = slope(m, x / step) / f64::from(step);
+        }
+    }
+}
+
+/// Slope of a model's code length at `u = v / step` with respect to `u`: the
+/// difference between the code lengths of the integers either side.
+fn slope(m: &SymbolModel, u: f32) -> f64 {
+    let lo = u.floor().clamp(i32::MIN as f32, (i32::MAX - 1) as f32) as i32;
+    m.code_length(lo + 1) - m.code_length(lo)
 }
 
 /// Rounds `v / step` to the nearest integer (halves away from zero), saturating.
@@ -239,7 +260,9 @@ pub(crate) fn refine(
         );
         for (t, &m) in mse.iter().enumerate() {
             let span = t * v_len..(t + 1) * v_len;
-            if budgets.observe(t, m, rate.bits(&q_now[span.clone()])) {
+            // Neighbours are read from the kept values `q`: the tiles before `t` have
+            // already been updated in this pass, as a decoder will see them.
+            if budgets.observe(t, m, rate.bits(q, t, &q_now[span.clone()])) {
                 q[span.clone()].copy_from_slice(&q_now[span]);
             }
         }
@@ -251,7 +274,7 @@ pub(crate) fn refine(
         let (c1, c2) = (1.0 - BETA1.powi(k), 1.0 - BETA2.powi(k));
         for t in 0..tiles.count {
             let span = t * v_len..(t + 1) * v_len;
-            rate.gradient(&v[span.clone()], step, &mut rate_grad);
+            rate.gradient(&v[span.clone()], step, q, t, &mut rate_grad);
             let weight = budgets.rate_weight(t);
             for (j, i) in span.enumerate() {
                 let g = f64::from(grad[i]) + weight * rate_grad[j];

@@ -7,6 +7,7 @@
 //! gives it zero weight in the distortion, so that no effort is spent on it.
 
 use crate::container::Geometry;
+use crate::entropy::TileGrid;
 
 /// An image to encode: samples in `[0, 1]`, row-major, channels interleaved.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +93,8 @@ pub struct Tiles {
     pub targets: Vec<f32>,
     /// `count * samples` weights.
     pub weights: Vec<f32>,
+    /// The tiles as a grid (spec/bitstream.md §4): what neighbour contexts see.
+    pub grid: TileGrid,
 }
 
 impl Tiles {
@@ -134,6 +137,10 @@ impl Tiles {
             channels: 3,
             targets,
             weights,
+            grid: TileGrid {
+                columns: tiles_x,
+                rows: tiles_y,
+            },
         }
     }
 
@@ -159,6 +166,10 @@ impl Tiles {
             channels: 1,
             targets,
             weights,
+            grid: TileGrid {
+                columns: chunks,
+                rows: c,
+            },
         }
     }
 

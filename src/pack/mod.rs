@@ -369,6 +369,10 @@ pub struct EntropyTables {
     pub contexts: Vec<u16>,
     /// For each quality level, its frequency tables.
     pub levels: Vec<Vec<FrequencyTable>>,
+    /// For each quality level, its neighbour tables (spec/model-pack.md §5.1):
+    /// `NEIGHBOUR_CLASSES` per table of `levels`, table `context * 16 + class`. `None`:
+    /// the pack codes files without neighbour contexts only.
+    pub neighbour: Option<Vec<Vec<FrequencyTable>>>,
 }
 
 /// Everything a pack holds, in memory; what the trainer fills in and [`ModelPack`] reads.
@@ -453,7 +457,18 @@ impl PackContents {
             },
             i32_bytes(e.contexts.iter().map(|&c| i32::from(c))),
         ));
-        for (q, tables) in e.levels.iter().enumerate() {
+        let neighbour = e.neighbour.iter().flat_map(|levels| {
+            levels
+                .iter()
+                .enumerate()
+                .map(|(q, tables)| (format!("entropy.level{q}.neighbour"), tables))
+        });
+        let plain = e
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(q, tables)| (format!("entropy.level{q}"), tables));
+        for (prefix, tables) in plain.chain(neighbour) {
             let mut offsets = vec![0i32];
             let mut counts = Vec::new();
             for t in tables {
@@ -461,19 +476,19 @@ impl PackContents {
                 offsets.push(counts.len() as i32);
             }
             owned.push((
-                format!("entropy.level{q}.min"),
+                format!("{prefix}.min"),
                 Dtype::I32,
                 vec![tables.len()],
                 i32_bytes(tables.iter().map(|t| t.min)),
             ));
             owned.push((
-                format!("entropy.level{q}.offsets"),
+                format!("{prefix}.offsets"),
                 Dtype::I32,
                 vec![offsets.len()],
                 i32_bytes(offsets),
             ));
             owned.push((
-                format!("entropy.level{q}.counts"),
+                format!("{prefix}.counts"),
                 Dtype::I32,
                 vec![counts.len()],
                 i32_bytes(counts),
@@ -600,8 +615,29 @@ impl ModelPack {
         let contexts_raw = read_i32(&st, "entropy.contexts", &[v_rows, v_cols])?;
         let mut levels = Vec::with_capacity(levels_n);
         for q in 0..levels_n {
-            levels.push(read_tables(&st, q)?);
+            levels.push(read_tables(&st, &format!("entropy.level{q}"))?);
         }
+        // §5.1: neighbour tables are optional, but a pack has them at every level or at
+        // none.
+        let has_neighbour = |q: usize| {
+            st.names()
+                .iter()
+                .any(|n| n.starts_with(&format!("entropy.level{q}.neighbour.")))
+        };
+        let neighbour = if has_neighbour(0) {
+            let mut all = Vec::with_capacity(levels_n);
+            for q in 0..levels_n {
+                all.push(read_tables(&st, &format!("entropy.level{q}.neighbour"))?);
+            }
+            Some(all)
+        } else if let Some(q) = (1..levels_n).find(|&q| has_neighbour(q)) {
+            return Err(PackError::Tensor {
+                name: format!("entropy.level{q}.neighbour.min"),
+                problem: "neighbour tables at this level but not at level 0".into(),
+            });
+        } else {
+            None
+        };
         let table_count = levels[0].len();
         if let Some(q) = levels.iter().position(|t| t.len() != table_count) {
             return Err(PackError::Tensor {
@@ -623,10 +659,19 @@ impl ModelPack {
                     })
             })
             .collect::<Result<Vec<u16>, _>>()?;
-        let v_models = levels
-            .iter()
-            .map(|tables| VModel::new(contexts.clone(), tables))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut v_models = Vec::with_capacity(levels_n);
+        for (q, tables) in levels.iter().enumerate() {
+            let model = VModel::new(contexts.clone(), tables)?;
+            v_models.push(match &neighbour {
+                Some(n) => model
+                    .with_neighbour_tables(&n[q])
+                    .map_err(|e| PackError::Tensor {
+                        name: format!("entropy.level{q}.neighbour.min"),
+                        problem: e.to_string(),
+                    })?,
+                None => model,
+            });
+        }
 
         // In name order: the safetensors index is a hash map, and the first bad tensor
         // named in an error must not depend on its iteration order.
@@ -648,7 +693,11 @@ impl ModelPack {
             frequencies,
             layers,
             modulated,
-            entropy: EntropyTables { contexts, levels },
+            entropy: EntropyTables {
+                contexts,
+                levels,
+                neighbour,
+            },
             extra,
         };
         let normalised = contents
@@ -791,9 +840,10 @@ fn read_i32_any_len(st: &SafeTensors<'_>, name: &str) -> Result<Vec<i32>, PackEr
     read_i32(st, name, &len)
 }
 
-/// Reads the tables of one quality level (spec/model-pack.md §5).
-fn read_tables(st: &SafeTensors<'_>, level: usize) -> Result<Vec<FrequencyTable>, PackError> {
-    let name = |s: &str| format!("entropy.level{level}.{s}");
+/// Reads one set of tables (`{prefix}.min`, `.offsets`, `.counts`): a quality level's
+/// tables or its neighbour tables (spec/model-pack.md §5, §5.1).
+fn read_tables(st: &SafeTensors<'_>, prefix: &str) -> Result<Vec<FrequencyTable>, PackError> {
+    let name = |s: &str| format!("{prefix}.{s}");
     let mins = read_i32_any_len(st, &name("min"))?;
     let offsets = read_i32(st, &name("offsets"), &[mins.len() + 1])?;
     let counts = read_i32_any_len(st, &name("counts"))?;

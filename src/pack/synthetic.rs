@@ -8,7 +8,7 @@ use super::{
     PACK_FORMAT_VERSION,
 };
 use crate::container::Modality;
-use crate::entropy::FrequencyTable;
+use crate::entropy::{FrequencyTable, NEIGHBOUR_CLASSES};
 use crate::rng::SplitMix64;
 
 /// The shape of a synthetic pack.
@@ -38,6 +38,8 @@ pub struct SyntheticPack {
     pub quality_levels: usize,
     /// Seed of the weights.
     pub seed: u64,
+    /// Whether the pack has neighbour tables (spec/model-pack.md §5.1).
+    pub neighbour_tables: bool,
 }
 
 impl SyntheticPack {
@@ -56,6 +58,7 @@ impl SyntheticPack {
             tile_height: 8,
             quality_levels: 3,
             seed: 1,
+            neighbour_tables: false,
         }
     }
 
@@ -74,6 +77,7 @@ impl SyntheticPack {
             tile_height: 1,
             quality_levels: 2,
             seed: 2,
+            neighbour_tables: false,
         }
     }
 
@@ -93,6 +97,7 @@ impl SyntheticPack {
             tile_height: 32,
             quality_levels: 6,
             seed: 3,
+            neighbour_tables: false,
         }
     }
 
@@ -101,6 +106,15 @@ impl SyntheticPack {
     pub fn instance_input(self) -> SyntheticPack {
         SyntheticPack {
             orientation: Orientation::InstanceInput,
+            ..self
+        }
+    }
+
+    /// The same pack with neighbour tables (spec/model-pack.md §5.1), for files coded
+    /// with neighbour contexts.
+    pub fn with_neighbour_tables(self) -> SyntheticPack {
+        SyntheticPack {
+            neighbour_tables: true,
             ..self
         }
     }
@@ -186,12 +200,36 @@ impl SyntheticPack {
                     .collect()
             })
             .collect();
+        // Neighbour tables: per table of a level, one per class, wider for classes of
+        // larger neighbours (class 0: neighbours 0; classes 1 + 3 b + s: magnitude
+        // bucket b), so that the choice of class matters to the coded bytes.
+        let neighbour = self.neighbour_tables.then(|| {
+            (0..self.quality_levels)
+                .map(|q| {
+                    (0..self.rank)
+                        .flat_map(|row| {
+                            (0..NEIGHBOUR_CLASSES).map(move |class| {
+                                let bucket = class.saturating_sub(1) / 3 + usize::from(class > 0);
+                                geometric_table(
+                                    (2 << q.min(8)) + 2 * bucket as i32,
+                                    500 + 60 * bucket as u64 + 20 * (row as u64 % 8),
+                                )
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        });
         PackContents {
             config,
             frequencies,
             layers,
             modulated: modulated.expect("modulated_layer < layers"),
-            entropy: EntropyTables { contexts, levels },
+            entropy: EntropyTables {
+                contexts,
+                levels,
+                neighbour,
+            },
             extra: Vec::new(),
         }
     }

@@ -173,6 +173,11 @@ vector_tests! { check_valid, VALID:
     valid_image_rgb_40x24_instance_input => "image-rgb-40x24-instance-input.ipc",
     valid_image_grey_9x5_instance_input_escapes => "image-grey-9x5-instance-input-escapes.ipc",
     valid_audio_mono_1000_instance_input => "audio-mono-1000-instance-input.ipc",
+    valid_image_rgb_40x24_v2_neighbour => "image-rgb-40x24-v2-neighbour.ipc",
+    valid_image_grey_17x11_v2_neighbour_escapes => "image-grey-17x11-v2-neighbour-escapes.ipc",
+    valid_audio_stereo_300_v2_neighbour_escapes => "audio-stereo-300-v2-neighbour-escapes.ipc",
+    valid_image_rgb_9x5_v2_plain => "image-rgb-9x5-v2-plain.ipc",
+    valid_image_rgb_40x24_v2_plain_neighbour_pack => "image-rgb-40x24-v2-plain-neighbour-pack.ipc",
 }
 
 vector_tests! { check_invalid, INVALID:
@@ -198,6 +203,9 @@ vector_tests! { check_invalid, INVALID:
     invalid_audio_file_image_pack => "audio-file-image-pack.ipc",
     invalid_wrong_pack => "wrong-pack.ipc",
     invalid_corrupt_payload => "corrupt-payload.ipc",
+    invalid_v2_reserved_flag => "v2-reserved-flag.ipc",
+    invalid_v2_neighbour_flag_pack_without_tables => "v2-neighbour-flag-pack-without-tables.ipc",
+    invalid_v2_neighbour_truncated_payload => "v2-neighbour-truncated-payload.ipc",
 }
 
 #[test]

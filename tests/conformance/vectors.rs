@@ -4,9 +4,12 @@
 use std::path::Path;
 
 use ipc_codec::container::{write_file, Header, HEADER_LEN};
+use ipc_codec::entropy::PayloadCoding;
 use ipc_codec::pack::synthetic::SyntheticPack;
 use ipc_codec::rng::SplitMix64;
-use ipc_codec::{encode_quantised, Decoded, Decoder, Geometry, ImagePixels, ModelPack};
+use ipc_codec::{
+    encode_quantised_as, Decoded, Decoder, FileFormat, Geometry, ImagePixels, ModelPack,
+};
 use serde_json::json;
 
 use super::sha256_hex;
@@ -22,6 +25,9 @@ struct Packs {
     /// The same shapes in the instance-input orientation (spec/model-pack.md §4.2).
     image_instance: ModelPack,
     audio_instance: ModelPack,
+    /// Instance-input packs with neighbour tables (spec/model-pack.md §5.1).
+    image_neighbour: ModelPack,
+    audio_neighbour: ModelPack,
 }
 
 impl Packs {
@@ -31,6 +37,8 @@ impl Packs {
             "audio" => &self.audio,
             "image-instance-input" => &self.image_instance,
             "audio-instance-input" => &self.audio_instance,
+            "image-neighbour" => &self.image_neighbour,
+            "audio-neighbour" => &self.audio_neighbour,
             k => panic!("no pack {k}"),
         }
     }
@@ -77,6 +85,17 @@ fn audio(frames: u32, channels: u8) -> Geometry {
 /// A valid vector: name, pack key, geometry, quality level, step override, escapes.
 type Case = (&'static str, &'static str, Geometry, u8, Option<u32>, bool);
 
+/// Version 2 with neighbour contexts (spec/bitstream.md §7.5).
+const V2_NEIGHBOUR: FileFormat = FileFormat {
+    version: 2,
+    coding: PayloadCoding::NeighbourContexts,
+};
+/// Version 2 without flags: coded as version 1.
+const V2_PLAIN: FileFormat = FileFormat {
+    version: 2,
+    coding: PayloadCoding::PerElement,
+};
+
 /// Writes everything under `dir` (packs/, vectors/, invalid/, manifest.json).
 pub fn write_all(dir: &Path) {
     let image_file = SyntheticPack::small_image().build().to_pack_file().unwrap();
@@ -101,11 +120,33 @@ pub fn write_all(dir: &Path) {
         &dir.join("packs/synthetic-audio-instance-input.ipcpack"),
         &audio_ii_file,
     );
+    let image_nb_file = SyntheticPack::small_image()
+        .instance_input()
+        .with_neighbour_tables()
+        .build()
+        .to_pack_file()
+        .unwrap();
+    let audio_nb_file = SyntheticPack::small_audio()
+        .instance_input()
+        .with_neighbour_tables()
+        .build()
+        .to_pack_file()
+        .unwrap();
+    write(
+        &dir.join("packs/synthetic-image-neighbour.ipcpack"),
+        &image_nb_file,
+    );
+    write(
+        &dir.join("packs/synthetic-audio-neighbour.ipcpack"),
+        &audio_nb_file,
+    );
     let packs = Packs {
         image: ModelPack::from_pack_file(&image_file).unwrap(),
         audio: ModelPack::from_pack_file(&audio_file).unwrap(),
         image_instance: ModelPack::from_pack_file(&image_ii_file).unwrap(),
         audio_instance: ModelPack::from_pack_file(&audio_ii_file).unwrap(),
+        image_neighbour: ModelPack::from_pack_file(&image_nb_file).unwrap(),
+        audio_neighbour: ModelPack::from_pack_file(&audio_nb_file).unwrap(),
     };
     let pack_entry = |file: &str, pack: &ModelPack| json!({ "file": file, "id": pack.id().to_string(), "name": pack.config().name });
 
@@ -166,7 +207,7 @@ pub fn write_all(dir: &Path) {
     ];
     let mut vectors: Vec<_> = cases
         .into_iter()
-        .map(|case| valid_vector(dir, &packs, &mut rng, case))
+        .map(|case| valid_vector(dir, &packs, &mut rng, case, FileFormat::VERSION_1))
         .collect();
 
     let invalid = invalid_vectors(&packs, &mut rng);
@@ -210,17 +251,91 @@ pub fn write_all(dir: &Path) {
     vectors.extend(
         instance_cases
             .into_iter()
-            .map(|case| valid_vector(dir, &packs, &mut rng, case)),
+            .map(|case| valid_vector(dir, &packs, &mut rng, case, FileFormat::VERSION_1)),
     );
+
+    // Version 2 (spec/bitstream.md §2, §7.5), from their own seed.
+    let mut rng = SplitMix64(2027);
+    let v2_cases: Vec<(Case, FileFormat)> = vec![
+        (
+            (
+                "image-rgb-40x24-v2-neighbour",
+                "image-neighbour",
+                image(40, 24, 3, 8),
+                2,
+                None,
+                false,
+            ),
+            V2_NEIGHBOUR,
+        ),
+        (
+            (
+                "image-grey-17x11-v2-neighbour-escapes",
+                "image-neighbour",
+                image(17, 11, 1, 8),
+                0,
+                Some(300),
+                true,
+            ),
+            V2_NEIGHBOUR,
+        ),
+        (
+            (
+                "audio-stereo-300-v2-neighbour-escapes",
+                "audio-neighbour",
+                audio(300, 2),
+                1,
+                None,
+                true,
+            ),
+            V2_NEIGHBOUR,
+        ),
+        (
+            (
+                "image-rgb-9x5-v2-plain",
+                "image",
+                image(9, 5, 3, 8),
+                1,
+                None,
+                false,
+            ),
+            V2_PLAIN,
+        ),
+        (
+            (
+                "image-rgb-40x24-v2-plain-neighbour-pack",
+                "image-neighbour",
+                image(40, 24, 3, 8),
+                2,
+                None,
+                false,
+            ),
+            V2_PLAIN,
+        ),
+    ];
+    vectors.extend(
+        v2_cases
+            .into_iter()
+            .map(|(case, format)| valid_vector(dir, &packs, &mut rng, case, format)),
+    );
+    let v2_invalid = v2_invalid_vectors(&packs, &mut rng);
+    for (name, key, bytes, error, what) in v2_invalid {
+        write(&dir.join(format!("invalid/{name}.ipc")), &bytes);
+        invalid_entries.push(
+            json!({ "file": format!("{name}.ipc"), "pack": key, "error": error, "what": what }),
+        );
+    }
 
     let manifest = json!({
         "format": "ipc-codec conformance manifest",
-        "bitstream_version": 1,
+        "bitstream_versions": [1, 2],
         "packs": {
             "image": pack_entry("synthetic-image.ipcpack", &packs.image),
             "audio": pack_entry("synthetic-audio.ipcpack", &packs.audio),
             "image-instance-input": pack_entry("synthetic-image-instance-input.ipcpack", &packs.image_instance),
             "audio-instance-input": pack_entry("synthetic-audio-instance-input.ipcpack", &packs.audio_instance),
+            "image-neighbour": pack_entry("synthetic-image-neighbour.ipcpack", &packs.image_neighbour),
+            "audio-neighbour": pack_entry("synthetic-audio-neighbour.ipcpack", &packs.audio_neighbour),
         },
         "vectors": vectors,
         "invalid": invalid_entries,
@@ -235,12 +350,13 @@ fn valid_vector(
     packs: &Packs,
     rng: &mut SplitMix64,
     (name, key, geometry, level, step, escapes): Case,
+    file_format: FileFormat,
 ) -> serde_json::Value {
     let pack = packs.get(key);
     let cfg = pack.config();
     let tiles = geometry.tile_count(cfg.tile_width as u64, cfg.tile_height as u64);
     let v = random_v(rng, tiles as usize * cfg.v_len(), escapes);
-    let file = encode_quantised(pack, geometry, level, step, &v).unwrap();
+    let file = encode_quantised_as(pack, geometry, level, step, &v, file_format).unwrap();
     let decoded = Decoder::with_options(
         pack,
         ipc_codec::DecodeOptions {
@@ -266,6 +382,8 @@ fn valid_vector(
     json!({
         "file": format!("{name}.ipc"),
         "pack": key,
+        "version": file_format.version,
+        "neighbour_contexts": file_format.coding == PayloadCoding::NeighbourContexts,
         "kind": geometry.modality().name(),
         "sha256": sha256_hex(&file),
         "bytes": file.len(),
@@ -317,7 +435,15 @@ type Invalid = (
 fn invalid_vectors(packs: &Packs, rng: &mut SplitMix64) -> Vec<Invalid> {
     let pack = &packs.image;
     let v = random_v(rng, 6 * 4 * 16, false);
-    let good = encode_quantised(pack, image(20, 10, 3, 8), 1, None, &v).unwrap();
+    let good = encode_quantised_as(
+        pack,
+        image(20, 10, 3, 8),
+        1,
+        None,
+        &v,
+        FileFormat::VERSION_1,
+    )
+    .unwrap();
     let len = good.len();
     let header = Header::parse(&good).unwrap();
     let payload = &good[HEADER_LEN..len - 4];
@@ -381,16 +507,16 @@ fn invalid_vectors(packs: &Packs, rng: &mut SplitMix64) -> Vec<Invalid> {
         (
             "future-version",
             "image",
-            patched(&good, |f| f[4] = 2),
+            patched(&good, |f| f[4] = 3),
             "unsupported",
-            "format version 2",
+            "format version 3",
         ),
         (
             "reserved-flags",
             "image",
             patched(&good, |f| f[6] = 1),
             "unsupported",
-            "reserved flag bit set",
+            "flag bit 0 set in version 1, which reserves every flag",
         ),
         (
             "alpha-channel",
@@ -518,4 +644,38 @@ fn invalid_vectors(packs: &Packs, rng: &mut SplitMix64) -> Vec<Invalid> {
         "range coder reaches an invalid state",
     ));
     out
+}
+
+/// Invalid version-2 files (spec/bitstream.md §3.1, §5.4).
+fn v2_invalid_vectors(packs: &Packs, rng: &mut SplitMix64) -> Vec<Invalid> {
+    let pack = &packs.image_neighbour;
+    let v = random_v(rng, 6 * 64, false);
+    let good = encode_quantised_as(pack, image(20, 10, 3, 8), 1, None, &v, V2_NEIGHBOUR).unwrap();
+    // The same V for a pack without neighbour tables, with the flag set.
+    let plain_pack = &packs.image_instance;
+    let plain =
+        encode_quantised_as(plain_pack, image(20, 10, 3, 8), 1, None, &v, V2_PLAIN).unwrap();
+    vec![
+        (
+            "v2-reserved-flag",
+            "image-neighbour",
+            patched(&good, |f| f[6] |= 2),
+            "unsupported",
+            "version 2 with flag bit 1 set (reserved)",
+        ),
+        (
+            "v2-neighbour-flag-pack-without-tables",
+            "image-instance-input",
+            patched(&plain, |f| f[6] = 1),
+            "pack-mismatch",
+            "neighbour contexts asked of a pack without neighbour tables",
+        ),
+        (
+            "v2-neighbour-truncated-payload",
+            "image-neighbour",
+            good[..good.len() - 9].to_vec(),
+            "truncated",
+            "payload shorter than declared",
+        ),
+    ]
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ipc_codec::entropy::{TileGrid, NEIGHBOUR_CLASSES};
 use ipc_codec::pack::{Orientation, PackConfig, QualityLevel, PACK_FORMAT_VERSION};
 use ipc_codec::Modality;
 
@@ -224,6 +225,31 @@ pub struct RateConfig {
     /// Training tiles (or chunks) whose V the `fitted` tables are counted on.
     #[serde(default = "default_fit_instances")]
     pub fit_instances: usize,
+    /// With `fitted` tables and a value above 0, also export neighbour tables
+    /// (spec/model-pack.md §5.1), counted on blocks of adjacent training tiles:
+    /// `neighbour_block` x `neighbour_block` tiles of an image, or as many consecutive
+    /// chunks of audio. 0: no neighbour tables.
+    #[serde(default)]
+    pub neighbour_block: usize,
+}
+
+impl RateConfig {
+    /// The grid of one fitting block for neighbour tables, if they are asked for:
+    /// `neighbour_block` squared tiles, as a square (images) or a row (audio, whose
+    /// tiles have no upper neighbour within one channel).
+    pub fn neighbour_grid(&self, modality: Modality) -> Option<TileGrid> {
+        let b = self.neighbour_block;
+        (b > 0 && self.tables == TableFit::Fitted).then(|| match modality {
+            Modality::Image => TileGrid {
+                columns: b,
+                rows: b,
+            },
+            Modality::Audio => TileGrid {
+                columns: b * b,
+                rows: 1,
+            },
+        })
+    }
 }
 
 /// How the exported entropy tables of V are made (spec/model-pack.md §5).
@@ -346,6 +372,7 @@ impl RateConfig {
             table_half_width: default_table_half_width(),
             tables: TableFit::default(),
             fit_instances: default_fit_instances(),
+            neighbour_block: 0,
         }
     }
 }
@@ -567,6 +594,22 @@ impl TrainConfig {
             if r.fit_instances == 0 || r.fit_instances > 1 << 20 {
                 return bad("rate.fit_instances must be in 1..=1048576".into());
             }
+            let block = r.neighbour_block.saturating_mul(r.neighbour_block);
+            if r.neighbour_block > 64 || (block > 0 && r.fit_instances < block) {
+                return bad(format!(
+                    "rate.neighbour_block must be at most 64, and its {block} tiles at most \
+                     rate.fit_instances ({})",
+                    r.fit_instances
+                ));
+            }
+            if elements.saturating_mul(NEIGHBOUR_CLASSES) > 65_536 && block > 0 {
+                return bad(format!(
+                    "neighbour tables are {NEIGHBOUR_CLASSES} per element of V, and V has \
+                     {elements} (at most 4096)"
+                ));
+            }
+        } else if r.neighbour_block > 0 {
+            return bad("rate.neighbour_block needs rate.tables = \"fitted\"".into());
         }
         let t = &self.train;
         if t.batch == 0 || t.lr <= 0.0 || t.eval_every == 0 || t.checkpoint_every == 0 {

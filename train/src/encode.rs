@@ -5,7 +5,9 @@
 //! The hypernetwork runs in one pass; CAVIA inner steps and quantisation-aware
 //! refinement take gradients by autograd. The rate term's gradient, which needs the
 //! pack's integer tables, is computed by `ipc_codec::encoder::RateModel` on the CPU
-//! (V is small next to the activations). Results agree with the CPU encoder within
+//! (V is small next to the activations), per element: tiles are refined in batches, so
+//! the neighbour contexts of a version-2 file (spec/bitstream.md §7.5) are not part of
+//! this backend's rate term. Results agree with the CPU encoder within
 //! floating-point tolerance; they are not bit-identical (different summation orders
 //! can flip a rounding decision in refinement).
 
@@ -309,7 +311,7 @@ impl<'p> TorchBackend<'p> {
                     .map_err(torch_error)?;
             for (t, &m) in mse_cpu.iter().enumerate() {
                 let span = t * v_len..(t + 1) * v_len;
-                if budgets.observe(t, m, rate.bits(&q_cpu[span.clone()])) {
+                if budgets.observe(t, m, rate.bits(&q_cpu, t, &q_cpu[span.clone()])) {
                     best_q[span.clone()].copy_from_slice(&q_cpu[span]);
                 }
             }
@@ -324,7 +326,7 @@ impl<'p> TorchBackend<'p> {
                 .zip(rate_grad.chunks_exact_mut(v_len))
                 .enumerate()
             {
-                rate.gradient(vt, step, gt);
+                rate.gradient(vt, step, &q_cpu, t, gt);
                 let weight = budgets.rate_weight(t);
                 for g in gt {
                     *g *= weight;

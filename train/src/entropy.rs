@@ -5,7 +5,7 @@
 //! training its bits of the noisy V enter the loss; at export it is discretised at each
 //! quality level's step into the integer frequency tables the decoder uses.
 
-use ipc_codec::entropy::FrequencyTable;
+use ipc_codec::entropy::{neighbour_class, FrequencyTable, TileGrid, NEIGHBOUR_CLASSES};
 use ipc_codec::pack::Orientation;
 use tch::{nn, Kind, Tensor};
 
@@ -138,6 +138,78 @@ pub fn fitted_tables(q: &[i32], elements: usize, max_half_width: usize) -> Vec<F
     assert!(elements > 0 && q.len() % elements == 0);
     (0..elements)
         .map(|e| fitted_table(q.iter().skip(e).step_by(elements).copied(), max_half_width))
+        .collect()
+}
+
+/// Pseudo-observations of an element's own table in each of its neighbour tables: a
+/// class seen rarely in fitting keeps close to the element's table rather than to a
+/// few counts.
+const NEIGHBOUR_PRIOR: u64 = 8;
+/// Counts per observation in neighbour tables, so the prior's shares stay integers
+/// with some precision.
+const NEIGHBOUR_SCALE: u64 = 16;
+
+/// Neighbour tables (spec/model-pack.md §5.1) counted on quantised V: `q` holds blocks
+/// of `block.tiles()` tiles of `elements` values, each block a grid of adjacent tiles
+/// in the order of spec/bitstream.md §4; element `e` of a tile is counted into table
+/// `e * NEIGHBOUR_CLASSES + class`, its class computed from the same element of the
+/// tiles to its left and above within the block (0 outside it, as at a file's edges).
+/// Each table covers the range of the element's own table (`plain[e]`, from
+/// [`fitted_tables`]) and is that table's distribution as a prior of
+/// `NEIGHBOUR_PRIOR` observations plus the counts of its class.
+pub fn fitted_neighbour_tables(
+    q: &[i32],
+    elements: usize,
+    block: TileGrid,
+    plain: &[FrequencyTable],
+) -> Vec<FrequencyTable> {
+    let per_block = block.tiles() * elements;
+    assert!(per_block > 0 && q.len() % per_block == 0 && plain.len() == elements);
+    let mut tables: Vec<Vec<u64>> = plain
+        .iter()
+        .flat_map(|t| std::iter::repeat_n(vec![0u64; t.counts.len()], NEIGHBOUR_CLASSES))
+        .collect();
+    for b in q.chunks_exact(per_block) {
+        for t in 0..block.tiles() {
+            let (x, y) = (t % block.columns, t / block.columns);
+            for e in 0..elements {
+                let left = if x > 0 { b[(t - 1) * elements + e] } else { 0 };
+                let above = if y > 0 {
+                    b[(t - block.columns) * elements + e]
+                } else {
+                    0
+                };
+                let table = &plain[e];
+                let escape = table.counts.len() - 1;
+                let offset = i64::from(b[t * elements + e]) - i64::from(table.min);
+                let slot = if (0..escape as i64).contains(&offset) {
+                    offset as usize
+                } else {
+                    escape
+                };
+                tables[e * NEIGHBOUR_CLASSES + neighbour_class(left, above)][slot] += 1;
+            }
+        }
+    }
+    tables
+        .iter()
+        .enumerate()
+        .map(|(i, seen)| {
+            let own = &plain[i / NEIGHBOUR_CLASSES];
+            let total: u64 = own.counts.iter().map(|&c| u64::from(c)).sum::<u64>().max(1);
+            let counts = seen
+                .iter()
+                .zip(&own.counts)
+                .map(|(&n, &c)| {
+                    let prior = (NEIGHBOUR_PRIOR * NEIGHBOUR_SCALE * u64::from(c)).div_ceil(total);
+                    (n * NEIGHBOUR_SCALE + prior).min(i32::MAX as u64) as u32
+                })
+                .collect();
+            FrequencyTable {
+                min: own.min,
+                counts,
+            }
+        })
         .collect()
 }
 

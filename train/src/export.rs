@@ -2,11 +2,12 @@
 //! network as stored (the decoder applies weight normalisation), the encoder tensors
 //! under `encoder.*`, and the entropy model as integer tables per quality level.
 
+use ipc_codec::entropy::TileGrid;
 use ipc_codec::pack::{EntropyTables, Linear, ModulatedLinear, PackContents, PackError};
 use tch::{nn, Kind, Tensor};
 
 use crate::config::Method;
-use crate::entropy::{fitted_tables, frequency_table};
+use crate::entropy::{fitted_neighbour_tables, fitted_tables, frequency_table};
 use crate::model::IpcModel;
 
 /// Name of the per-level lambda tensor (spec/model-pack.md §4.3).
@@ -66,6 +67,7 @@ pub fn learned_tables(model: &IpcModel) -> EntropyTables {
     EntropyTables {
         contexts: cfg.pack_config("").rank_contexts(),
         levels,
+        neighbour: None,
     }
 }
 
@@ -76,7 +78,11 @@ const FIT_BATCH: i64 = 256;
 /// each level on V as the model's encoder predicts it for `instances` (`[n, samples,
 /// channels]`, training data) and rounded to the level's step as the library encoder
 /// rounds it (`ipc_codec::encoder::refine::quantise`).
-pub fn fitted_entropy_tables(model: &IpcModel, instances: &Tensor) -> EntropyTables {
+pub fn fitted_entropy_tables(
+    model: &IpcModel,
+    instances: &Tensor,
+    neighbour_block: Option<TileGrid>,
+) -> EntropyTables {
     let cfg = &model.config;
     let (rows, columns) = cfg.v_shape();
     let elements = rows * columns;
@@ -93,28 +99,32 @@ pub fn fitted_entropy_tables(model: &IpcModel, instances: &Tensor) -> EntropyTab
     // Without level conditioning V is the same at every level: predicted once.
     let shared = (!cfg.encoder.level_conditioning).then(|| predict(0));
     let mut q = vec![0i32; n as usize * elements];
-    let levels = cfg
-        .rate
-        .levels
-        .iter()
-        .enumerate()
-        .map(|(l, level)| {
-            let own;
-            let v = match &shared {
-                Some(v) => v,
-                None => {
-                    own = predict(l);
-                    &own
-                }
-            };
-            ipc_codec::encoder::refine::quantise(v, effective_step(level.step) as f32, &mut q);
-            fitted_tables(&q, elements, cfg.rate.table_half_width)
-        })
-        .collect();
+    let mut levels = Vec::with_capacity(cfg.rate.levels.len());
+    let mut neighbour = neighbour_block.map(|_| Vec::with_capacity(cfg.rate.levels.len()));
+    for (l, level) in cfg.rate.levels.iter().enumerate() {
+        let own;
+        let v = match &shared {
+            Some(v) => v,
+            None => {
+                own = predict(l);
+                &own
+            }
+        };
+        ipc_codec::encoder::refine::quantise(v, effective_step(level.step) as f32, &mut q);
+        let plain = fitted_tables(&q, elements, cfg.rate.table_half_width);
+        if let (Some(block), Some(out)) = (neighbour_block, neighbour.as_mut()) {
+            out.push(fitted_neighbour_tables(&q, elements, block, &plain));
+        }
+        levels.push(plain);
+    }
     let contexts = (0..elements)
         .map(|e| u16::try_from(e).expect("validated: at most 65536 elements"))
         .collect();
-    EntropyTables { contexts, levels }
+    EntropyTables {
+        contexts,
+        levels,
+        neighbour,
+    }
 }
 
 /// Builds the pack contents of a model with the entropy tables `entropy`

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ipc_codec::encoder::{AudioSignal, Encoder, EncoderConfig, ImageSignal, RateTarget, Signal};
-use ipc_codec::entropy::VModel;
+use ipc_codec::entropy::{TileGrid, VModel};
 use ipc_codec::metrics::bits_per_sample;
 use ipc_codec::pack::{EntropyTables, ModelPack, PackContents};
 use ipc_codec::rng::SplitMix64;
@@ -491,7 +491,8 @@ impl Trainer {
                     .fit_instances
                     .as_ref()
                     .ok_or(TrainError::NoFitInstances)?;
-                fitted_entropy_tables(&self.model, instances)
+                let block = (self.config.rate).neighbour_grid(self.config.modality());
+                fitted_entropy_tables(&self.model, instances, block)
             }
         };
         Ok(pack_contents(&self.model, &self.vs, description, entropy)?)
@@ -672,6 +673,26 @@ fn extend_levels(
     Ok(Tensor::cat(&[saved.shallow_clone(), rows], 0))
 }
 
+/// Cuts blocks of `block` tiles of `tile` ([width, height]) samples of `channels`
+/// values, each block row-major, into tiles one after another in tile order
+/// (spec/bitstream.md §4), each tile row-major.
+fn cut_blocks(blocks: &[f32], block: TileGrid, tile: [usize; 2], channels: usize) -> Vec<f32> {
+    let [tw, th] = tile;
+    let width = tw * block.columns;
+    let per_block = width * th * block.rows * channels;
+    let mut out = Vec::with_capacity(blocks.len());
+    for b in blocks.chunks_exact(per_block) {
+        for t in 0..block.tiles() {
+            let (x, y) = (t % block.columns, t / block.columns);
+            for r in 0..th {
+                let start = ((y * th + r) * width + x * tw) * channels;
+                out.extend_from_slice(&b[start..start + tw * channels]);
+            }
+        }
+    }
+    out
+}
+
 fn adam_path(checkpoint: &Path) -> PathBuf {
     checkpoint.with_extension("adam.safetensors")
 }
@@ -745,12 +766,27 @@ pub fn run(
         // (a resumed run stays the same run).
         let mut rng = SplitMix64(config.seed ^ 0x7ab1_e5f1);
         let mut instances = Vec::new();
-        data.batch(
-            &mut rng,
-            config.rate.fit_instances,
-            config.model.tile,
-            &mut instances,
-        );
+        match config.rate.neighbour_grid(config.modality()) {
+            None => data.batch(
+                &mut rng,
+                config.rate.fit_instances,
+                config.model.tile,
+                &mut instances,
+            ),
+            Some(block) => {
+                // Whole blocks of adjacent tiles, cut into tiles in tile order.
+                let [tw, th] = config.model.tile;
+                let mut blocks = Vec::new();
+                data.batch(
+                    &mut rng,
+                    config.rate.fit_instances / block.tiles(),
+                    [tw * block.columns, th * block.rows],
+                    &mut blocks,
+                );
+                let channels = config.channels();
+                instances = cut_blocks(&blocks, block, [tw, th], channels);
+            }
+        }
         trainer.set_fit_instances(&instances);
     }
     let main_steps = options.steps.unwrap_or(config.train.steps);

@@ -104,6 +104,10 @@ fn tiles(pack: &ModelPack, count: usize, seed: u64) -> Tiles {
             .map(|_| 0.4 + rng.uniform(0.4))
             .collect(),
         weights: vec![1.0; count * samples],
+        grid: ipc_codec::entropy::TileGrid {
+            columns: count,
+            rows: 1,
+        },
     }
 }
 
@@ -234,7 +238,11 @@ fn distortion_and_bits(pack: &ModelPack, signal: &Signal, file: &[u8]) -> (f64, 
     let level = usize::from(header.quality_level);
     let rate = RateModel::new(pack.v_model(level).unwrap());
     let per_tile = c.v_len();
-    let bits = q.chunks_exact(per_tile).map(|qt| rate.bits(qt)).sum();
+    let bits = q
+        .chunks_exact(per_tile)
+        .enumerate()
+        .map(|(t, qt)| rate.bits(&q, t, qt))
+        .sum();
     (mse.iter().sum(), bits)
 }
 
