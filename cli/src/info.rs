@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use ipc_codec::container::{step_from_q16, Container};
+use ipc_codec::entropy::PayloadCoding;
 use ipc_codec::{Error, FormatError, Geometry, Header, Limits, ModelPack};
 use serde_json::{json, Value};
 
@@ -161,6 +162,7 @@ fn to_text(
     };
     line("file", name.to_string());
     line("format version", file.bytes[4].to_string());
+    line("coding tools", coding_tools(h).to_string());
     line("modality", h.geometry.modality().name().to_string());
     let (nx, ny) = h.tile_grid();
     let payload = u64::from(h.payload_len);
@@ -335,6 +337,10 @@ fn to_json(
     let mut v = json!({
         "file": name,
         "format_version": file.bytes[4],
+        "coding_tools": match h.coding {
+            PayloadCoding::PerElement => json!([]),
+            PayloadCoding::NeighbourContexts => json!(["neighbour-contexts"]),
+        },
         "modality": h.geometry.modality().name(),
         "geometry": geometry,
         "tile": {
@@ -386,3 +392,14 @@ fn plural(n: u64) -> &'static str {
         "s"
     }
 }
+
+/// The coding tools of a file's payload, in words (spec/bitstream.md §3.1, §7.5).
+fn coding_tools(h: &Header) -> &'static str {
+    match h.coding {
+        PayloadCoding::PerElement => "none (one table per element of V)",
+        PayloadCoding::NeighbourContexts => {
+            "neighbour contexts (tables chosen by the left and upper tiles' V, spec §7.5)"
+        }
+    }
+}
+

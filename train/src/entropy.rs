@@ -281,6 +281,43 @@ mod tests {
     }
 
     #[test]
+    fn neighbour_tables_count_each_class_over_the_element_prior() {
+        // One element per tile, blocks of 2 x 2 tiles, two blocks:
+        //   block 0: [3, 1 / 0, 2]   block 1: [0, 0 / 0, 0]
+        // Classes (left, above): block 0: tile 0 (0, 0) -> 0, tile 1 (3, 0) -> bucket 1
+        // (2..3), sum > 0 -> 6, tile 2 (0, 3) -> 6, tile 3 (0, 1) -> 3; block 1: all 0.
+        let q = [3, 1, 0, 2, 0, 0, 0, 0];
+        let block = TileGrid {
+            columns: 2,
+            rows: 2,
+        };
+        let plain = fitted_tables(&q, 1, 8);
+        let tables = fitted_neighbour_tables(&q, 1, block, &plain);
+        assert_eq!(tables.len(), NEIGHBOUR_CLASSES);
+        let own = &plain[0];
+        let total: u64 = own.counts.iter().map(|&c| u64::from(c)).sum();
+        let prior: Vec<u64> = own
+            .counts
+            .iter()
+            .map(|&c| (NEIGHBOUR_PRIOR * NEIGHBOUR_SCALE * u64::from(c)).div_ceil(total))
+            .collect();
+        let slot = |v: i32| (v - own.min) as usize;
+        for (class, seen) in [(0usize, vec![3, 0, 0, 0, 0]), (3, vec![2]), (6, vec![1, 0])] {
+            let t = &tables[class];
+            assert_eq!((t.min, t.counts.len()), (own.min, own.counts.len()));
+            let mut expected = prior.clone();
+            for v in seen {
+                expected[slot(v)] += NEIGHBOUR_SCALE;
+            }
+            let got: Vec<u64> = t.counts.iter().map(|&c| u64::from(c)).collect();
+            assert_eq!(got, expected, "class {class}");
+        }
+        // A class never seen is the element's own distribution.
+        let got: Vec<u64> = tables[9].counts.iter().map(|&c| u64::from(c)).collect();
+        assert_eq!(got, prior);
+    }
+
+    #[test]
     fn fitted_tables_stay_within_i32() {
         for q in [[i32::MAX, i32::MAX - 1], [i32::MIN, i32::MIN + 1]] {
             let t = &fitted_tables(&q, 1, 64)[0];

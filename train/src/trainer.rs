@@ -866,3 +866,30 @@ pub fn run(
         pack_bytes: file.len(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_cut_into_tiles_in_tile_order() {
+        // One block of 2 x 2 tiles of 2 x 1 samples ([width, height]), one channel: the
+        // block is 4 samples wide and 2 high, row-major.
+        let block = TileGrid {
+            columns: 2,
+            rows: 2,
+        };
+        let blocks = [0., 1., 2., 3., 4., 5., 6., 7.];
+        let tiles = cut_blocks(&blocks, block, [2, 1], 1);
+        assert_eq!(tiles, [0., 1., 2., 3., 4., 5., 6., 7.]);
+        // 2 x 2 tiles of 1 x 2 samples, two channels, two blocks.
+        let block_samples: Vec<f32> = (0..2 * 2 * 4 * 2).map(|x| x as f32).collect();
+        let tiles = cut_blocks(&block_samples, block, [1, 2], 2);
+        // Block 0 is 2 samples wide and 4 high: rows (0,1 | 2,3), (4,5 | 6,7), ...
+        // Tile 0 = column 0 of rows 0 and 1; tile 1 = column 1 of rows 0 and 1.
+        assert_eq!(&tiles[..8], &[0., 1., 4., 5., 2., 3., 6., 7.]);
+        assert_eq!(&tiles[8..16], &[8., 9., 12., 13., 10., 11., 14., 15.]);
+        assert_eq!(tiles.len(), block_samples.len());
+    }
+}
+
