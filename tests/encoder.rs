@@ -5,10 +5,11 @@ use ipc_codec::encoder::{
     AudioSignal, DistortionModel, EncodeError, Encoder, EncoderConfig, ImageSignal, Method,
     RateTarget, Signal, Tiles,
 };
+use ipc_codec::entropy::PayloadCoding;
 use ipc_codec::pack::synthetic::SyntheticPack;
 use ipc_codec::rng::SplitMix64;
 use ipc_codec::synthesis::TileSynthesizer;
-use ipc_codec::{Decoded, Decoder, ModelPack};
+use ipc_codec::{Decoded, Decoder, Header, ModelPack};
 
 fn pack(shape: &SyntheticPack, weight_norm: bool) -> ModelPack {
     let mut contents = shape.build_with_encoders();
@@ -299,8 +300,24 @@ fn refinement_improves_quality_and_files_decode() {
             SyntheticPack::small_image().instance_input(),
             Signal::Image(image(20, 13, 3, 16)),
         ),
+        // Version-2 files with neighbour contexts (spec/bitstream.md §7.5).
+        (
+            SyntheticPack::small_image()
+                .instance_input()
+                .with_neighbour_tables(),
+            Signal::Image(image(37, 29, 3, 17)),
+        ),
+        (
+            SyntheticPack::small_audio().with_neighbour_tables(),
+            Signal::Audio(audio(700, 2, 11)),
+        ),
     ] {
         let pack = pack(&shape, true);
+        let coding = if shape.neighbour_tables {
+            PayloadCoding::NeighbourContexts
+        } else {
+            PayloadCoding::PerElement
+        };
         let top = (pack.config().quality_levels.len() - 1) as u8;
         let (mut psnr, mut bytes) = (Vec::new(), Vec::new());
         for (method, effort) in [(Method::Hyper, 0), (Method::Hyper, 30), (Method::Meta, 30)] {
@@ -334,6 +351,8 @@ fn refinement_improves_quality_and_files_decode() {
                 }
                 _ => panic!("modality changed"),
             }
+            let header = Header::parse(&e.file).unwrap();
+            assert_eq!((header.version, header.coding), (2, coding));
             let measured = ipc_codec::metrics::psnr(&signal, &decoded);
             assert!((measured - e.psnr).abs() < 1e-9);
             psnr.push(e.psnr);
