@@ -15,6 +15,9 @@ pub const OLDEST_FORMAT_VERSION: u8 = 1;
 /// Header flag of version 2, bit 0: the payload is coded with neighbour contexts
 /// (spec/bitstream.md §3.1, §7.5). The other 15 bits are reserved.
 pub const FLAG_NEIGHBOUR_CONTEXTS: u16 = 1;
+/// Header flag of version 2, bit 1: the decoder filters the samples either side of
+/// every internal tile edge (spec/bitstream.md §3.1, §8.5).
+pub const FLAG_EDGE_FILTER: u16 = 2;
 /// Bytes before the payload (spec/bitstream.md §3).
 pub const HEADER_LEN: usize = 50;
 /// Bytes after the payload: the CRC-32 (spec/bitstream.md §6).
@@ -109,6 +112,9 @@ pub struct Header {
     /// How the payload chooses its tables (spec/bitstream.md §7.2, §7.5); always
     /// [`PayloadCoding::PerElement`] in version 1.
     pub coding: PayloadCoding,
+    /// Whether the decoder filters tile edges (spec/bitstream.md §8.5); never in
+    /// version 1.
+    pub edge_filter: bool,
     /// The model pack the file must be decoded with.
     pub pack_id: PackId,
     /// Signal geometry; also gives the modality.
@@ -184,10 +190,13 @@ impl Header {
         b[0..4].copy_from_slice(&MAGIC);
         b[4] = self.version;
         b[5] = self.geometry.modality().code();
-        let flags = match self.coding {
+        let mut flags = match self.coding {
             PayloadCoding::PerElement => 0,
             PayloadCoding::NeighbourContexts => FLAG_NEIGHBOUR_CONTEXTS,
         };
+        if self.edge_filter {
+            flags |= FLAG_EDGE_FILTER;
+        }
         b[6..8].copy_from_slice(&flags.to_le_bytes());
         b[8..24].copy_from_slice(self.pack_id.as_bytes());
         let (a, c, ch, bd) = match self.geometry {
@@ -252,12 +261,12 @@ impl Header {
             2 => Modality::Audio,
             v => return Err(field("modality", v.into())),
         };
-        // §3.1: version 1 reserves every flag; version 2 defines bit 0 only.
+        // §3.1: version 1 reserves every flag; version 2 defines bits 0 and 1.
         let flags = u16_at(6);
         let defined = if version == 1 {
             0
         } else {
-            FLAG_NEIGHBOUR_CONTEXTS
+            FLAG_NEIGHBOUR_CONTEXTS | FLAG_EDGE_FILTER
         };
         if flags & !defined != 0 {
             return Err(Error::Unsupported(format!(
@@ -351,6 +360,7 @@ impl Header {
         Ok(Header {
             version,
             coding,
+            edge_filter: flags & FLAG_EDGE_FILTER != 0,
             pack_id,
             geometry,
             tile_width,
@@ -527,6 +537,7 @@ mod tests {
         Header {
             version: FORMAT_VERSION,
             coding: PayloadCoding::NeighbourContexts,
+            edge_filter: true,
             pack_id: PackId::from_bytes([7; 16]),
             geometry: Geometry::Image {
                 width: 33,
@@ -551,11 +562,12 @@ mod tests {
 
     #[test]
     fn versions_and_flags() {
-        // §3.1: version 2 defines flag bit 0; version 1 reserves every flag.
+        // §3.1: version 2 defines flag bits 0 and 1; version 1 reserves every flag.
         let v2 = sample_header().to_bytes();
-        assert_eq!((v2[4], v2[6], v2[7]), (2, 1, 0));
+        assert_eq!((v2[4], v2[6], v2[7]), (2, 3, 0));
         let plain = Header {
             coding: PayloadCoding::PerElement,
+            edge_filter: false,
             ..sample_header()
         };
         assert_eq!(plain.to_bytes()[6], 0);
@@ -568,7 +580,12 @@ mod tests {
         flagged_v1[6] = 1;
         let err = Header::parse(&flagged_v1).unwrap_err();
         assert_eq!(err.code(), "unsupported", "{err}");
-        for (byte, bit) in [(6, 2u8), (7, 0x80)] {
+        flagged_v1[6] = 2;
+        assert_eq!(
+            Header::parse(&flagged_v1).unwrap_err().code(),
+            "unsupported"
+        );
+        for (byte, bit) in [(6, 4u8), (7, 0x80)] {
             let mut reserved = v2;
             reserved[byte] |= bit;
             let err = Header::parse(&reserved).unwrap_err();

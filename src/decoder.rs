@@ -5,6 +5,7 @@ use std::io::Read;
 
 pub use crate::container::Limits;
 use crate::container::{check_limits, Container, Geometry, Header, HEADER_LEN};
+use crate::edge_filter;
 use crate::entropy::{PayloadCoding, VModel};
 use crate::error::{Error, FormatError};
 use crate::pack::ModelPack;
@@ -181,6 +182,7 @@ impl<'p> Decoder<'p> {
         }
         let v = self.quantised_v(container)?;
         self.render_image(header, &v, |i, x| buf[i] = to_u8(x));
+        filter_image_edges(header, buf);
         Ok(())
     }
 
@@ -268,10 +270,12 @@ impl<'p> Decoder<'p> {
                 let pixels = if bit_depth == 8 {
                     let mut px = vec![0u8; n];
                     self.render_image(header, q, |i, x| px[i] = to_u8(x));
+                    filter_image_edges(header, &mut px);
                     ImagePixels::U8(px)
                 } else {
                     let mut px = vec![0u16; n];
                     self.render_image(header, q, |i, x| px[i] = (x * 65535.0).round() as u16);
+                    filter_image_edges(header, &mut px);
                     ImagePixels::U16(px)
                 };
                 Decoded::Image(DecodedImage {
@@ -304,6 +308,9 @@ impl<'p> Decoder<'p> {
                         }
                     }
                 });
+                if header.edge_filter {
+                    edge_filter::filter_audio(&mut samples, chans, chunk);
+                }
                 Decoded::Audio(DecodedAudio {
                     sample_rate,
                     channels,
@@ -311,6 +318,30 @@ impl<'p> Decoder<'p> {
                 })
             }
         })
+    }
+}
+
+/// Applies the edge filter (spec/bitstream.md §8.5) to a decoded image when its header
+/// asks for it.
+fn filter_image_edges<S: edge_filter::Sample>(header: &Header, px: &mut [S]) {
+    if let (
+        true,
+        Geometry::Image {
+            width,
+            height,
+            channels,
+            ..
+        },
+    ) = (header.edge_filter, header.geometry)
+    {
+        edge_filter::filter_image(
+            px,
+            (width as usize, height as usize, usize::from(channels)),
+            (
+                usize::from(header.tile_width),
+                usize::from(header.tile_height),
+            ),
+        );
     }
 }
 
@@ -519,7 +550,9 @@ mod tests {
             let q: Vec<i32> = (0..tiles * pack.config().v_len())
                 .map(|_| (rng.next_u64() % 9) as i32 - 4)
                 .collect();
-            let file = crate::encode_quantised(&pack, geometry, 1, None, &q).unwrap();
+            // Version 1: the samples as synthesised, without the edge filter.
+            let format = crate::FileFormat::VERSION_1;
+            let file = crate::encode_quantised_as(&pack, geometry, 1, None, &q, format).unwrap();
             assert!(tiles > BAND_TILES, "{tiles} tiles: one band");
             let decoder = Decoder::new(&pack);
             let (header, q) = decoder.decode_quantised(&file).unwrap();

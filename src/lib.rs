@@ -45,6 +45,7 @@
 
 pub mod container;
 pub mod decoder;
+pub mod edge_filter;
 pub mod encoder;
 pub mod entropy;
 pub mod error;

@@ -4,6 +4,7 @@
 use ipc_codec::pack::synthetic::SyntheticPack;
 use ipc_codec::rng::SplitMix64;
 use ipc_codec::synthesis::TileSynthesizer;
+use ipc_codec::decoder::DecodedImage;
 use ipc_codec::{
     encode_quantised, encode_quantised_as, DecodeOptions, Decoded, Decoder, Error, FileFormat,
     Geometry, ImagePixels, Limits, ModelPack,
@@ -29,7 +30,82 @@ fn random_file(pack: &ModelPack, geometry: Geometry, seed: u64) -> (Vec<u8>, Vec
     let v: Vec<i32> = (0..tiles as usize * cfg.v_len())
         .map(|_| (rng.next_u64() % 9) as i32 - 4)
         .collect();
-    (encode_quantised(pack, geometry, 1, None, &v).unwrap(), v)
+    // Version 1: the samples exactly as synthesised (no edge filter).
+    let format = FileFormat::VERSION_1;
+    (
+        encode_quantised_as(pack, geometry, 1, None, &v, format).unwrap(),
+        v,
+    )
+}
+
+/// The edge filter of spec/bitstream.md §8.5, written out from the spec.
+fn spec_pair(p: i64, q: i64) -> (i64, i64) {
+    let d = q - p;
+    let delta = d.signum() * ((d.abs() + 2) / 4);
+    (p + delta, q - delta)
+}
+
+#[test]
+fn the_edge_filter_changes_only_the_samples_beside_internal_tile_edges() {
+    // Image: the version-2 file with the edge filter decodes to the version-1 samples
+    // filtered by the rule of §8.5.
+    let pack = pack(SyntheticPack::small_image());
+    let (w, h) = (21u32, 19u32);
+    let (plain, v) = random_file(&pack, rgb(w, h), 5);
+    let format = FileFormat {
+        edge_filter: true,
+        ..FileFormat::default_for(&pack)
+    };
+    let filtered = encode_quantised_as(&pack, rgb(w, h), 1, None, &v, format).unwrap();
+    let pixels = |file: &[u8]| match Decoder::new(&pack).decode(file).unwrap() {
+        Decoded::Image(DecodedImage {
+            pixels: ImagePixels::U8(p),
+            ..
+        }) => p.iter().map(|&x| i64::from(x)).collect::<Vec<i64>>(),
+        _ => panic!("8-bit image"),
+    };
+    let mut want = pixels(&plain);
+    let (w, h) = (w as usize, h as usize);
+    for x in (8..w).step_by(8) {
+        for y in 0..h {
+            for c in 0..3 {
+                let (i, j) = ((y * w + x - 1) * 3 + c, (y * w + x) * 3 + c);
+                (want[i], want[j]) = spec_pair(want[i], want[j]);
+            }
+        }
+    }
+    for y in (8..h).step_by(8) {
+        for i in 0..w * 3 {
+            let (a, b) = ((y - 1) * w * 3 + i, y * w * 3 + i);
+            (want[a], want[b]) = spec_pair(want[a], want[b]);
+        }
+    }
+    let got = pixels(&filtered);
+    assert_eq!(got, want);
+    assert_ne!(got, pixels(&plain), "the filter changed nothing");
+
+    // Audio, stereo: each channel's chunk edges.
+    let pack = pack_audio();
+    let geometry = Geometry::Audio {
+        sample_rate: 16_000,
+        frames: 64 * 5 + 9,
+        channels: 2,
+        bit_depth: 16,
+    };
+    let (plain, v) = random_file(&pack, geometry, 6);
+    let filtered = encode_quantised_as(&pack, geometry, 1, None, &v, format).unwrap();
+    let samples = |file: &[u8]| match Decoder::new(&pack).decode(file).unwrap() {
+        Decoded::Audio(a) => a.samples.iter().map(|&x| i64::from(x)).collect::<Vec<i64>>(),
+        _ => panic!("audio"),
+    };
+    let mut want = samples(&plain);
+    for f in (64..64 * 5 + 9).step_by(64) {
+        for c in 0..2 {
+            let (i, j) = ((f - 1) * 2 + c, f * 2 + c);
+            (want[i], want[j]) = spec_pair(want[i], want[j]);
+        }
+    }
+    assert_eq!(samples(&filtered), want);
 }
 
 #[test]

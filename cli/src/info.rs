@@ -162,7 +162,7 @@ fn to_text(
     };
     line("file", name.to_string());
     line("format version", file.bytes[4].to_string());
-    line("coding tools", coding_tools(h).to_string());
+    line("coding tools", coding_tools(h));
     line("modality", h.geometry.modality().name().to_string());
     let (nx, ny) = h.tile_grid();
     let payload = u64::from(h.payload_len);
@@ -337,10 +337,7 @@ fn to_json(
     let mut v = json!({
         "file": name,
         "format_version": file.bytes[4],
-        "coding_tools": match h.coding {
-            PayloadCoding::PerElement => json!([]),
-            PayloadCoding::NeighbourContexts => json!(["neighbour-contexts"]),
-        },
+        "coding_tools": tool_names(h),
         "modality": h.geometry.modality().name(),
         "geometry": geometry,
         "tile": {
@@ -393,13 +390,30 @@ fn plural(n: u64) -> &'static str {
     }
 }
 
-/// The coding tools of a file's payload, in words (spec/bitstream.md §3.1, §7.5).
-fn coding_tools(h: &Header) -> &'static str {
-    match h.coding {
-        PayloadCoding::PerElement => "none (one table per element of V)",
-        PayloadCoding::NeighbourContexts => {
-            "neighbour contexts (tables chosen by the left and upper tiles' V, spec §7.5)"
-        }
+/// The coding tools of a file, as short names for `--json`.
+fn tool_names(h: &Header) -> Vec<&'static str> {
+    let mut tools = Vec::new();
+    if h.coding == PayloadCoding::NeighbourContexts {
+        tools.push("neighbour-contexts");
     }
+    if h.edge_filter {
+        tools.push("edge-filter");
+    }
+    tools
 }
 
+/// The coding tools of a file, in words (spec/bitstream.md §3.1, §7.5, §8.5).
+fn coding_tools(h: &Header) -> String {
+    let mut tools = Vec::new();
+    if h.coding == PayloadCoding::NeighbourContexts {
+        tools.push("neighbour contexts (tables chosen by the left and upper tiles' V, spec §7.5)");
+    }
+    if h.edge_filter {
+        tools.push("edge filter (tile edges smoothed, spec §8.5)");
+    }
+    if tools.is_empty() {
+        "none (version 1 coding: one table per element of V, no edge filter)".into()
+    } else {
+        tools.join("; ")
+    }
+}

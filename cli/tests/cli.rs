@@ -360,7 +360,8 @@ fn info_shows_every_header_field_and_the_pack() {
     let s = text(&out.stdout);
     let pack_id = fx.pack.id().to_string();
     for needle in [
-        "format version: 1",
+        "format version: 2",
+        "coding tools:   edge filter (tile edges smoothed, spec §8.5)",
         "modality:       image",
         "20 x 12 pixels, RGB (3 channels), 8 bits per sample",
         "tile size:      8 x 8",
@@ -436,7 +437,8 @@ fn info_json_parses_and_holds_the_fields() {
     );
     assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], 2);
+    assert_eq!(v["coding_tools"], serde_json::json!(["edge-filter"]));
     assert_eq!(v["modality"], "image");
     assert_eq!(v["geometry"]["width"], 20);
     assert_eq!(v["geometry"]["height"], 12);

@@ -690,6 +690,9 @@ pub struct FileFormat {
     pub version: u8,
     /// How the payload chooses its tables; [`PayloadCoding::PerElement`] in version 1.
     pub coding: PayloadCoding,
+    /// Whether the decoder filters tile edges (spec/bitstream.md §8.5); false in
+    /// version 1.
+    pub edge_filter: bool,
 }
 
 impl FileFormat {
@@ -697,10 +700,11 @@ impl FileFormat {
     pub const VERSION_1: FileFormat = FileFormat {
         version: 1,
         coding: PayloadCoding::PerElement,
+        edge_filter: false,
     };
 
-    /// The format new files are written in: version 2, with neighbour contexts when
-    /// the pack has neighbour tables (spec/model-pack.md §5.1).
+    /// The format new files are written in: version 2, with the edge filter, and with
+    /// neighbour contexts when the pack has neighbour tables (spec/model-pack.md §5.1).
     pub fn default_for(pack: &ModelPack) -> FileFormat {
         let neighbour = pack.v_model(0).is_some_and(VModel::has_neighbour_tables);
         FileFormat {
@@ -710,6 +714,7 @@ impl FileFormat {
             } else {
                 PayloadCoding::PerElement
             },
+            edge_filter: true,
         }
     }
 }
@@ -738,6 +743,7 @@ pub fn encode_quantised_as(
     let header = Header {
         version: format.version,
         coding: format.coding,
+        edge_filter: format.edge_filter,
         pack_id: pack.id(),
         geometry,
         tile_width: u16::try_from(cfg.tile_width).expect("validated pack"),

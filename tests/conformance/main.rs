@@ -177,7 +177,9 @@ vector_tests! { check_valid, VALID:
     valid_image_grey_17x11_v2_neighbour_escapes => "image-grey-17x11-v2-neighbour-escapes.ipc",
     valid_audio_stereo_300_v2_neighbour_escapes => "audio-stereo-300-v2-neighbour-escapes.ipc",
     valid_image_rgb_9x5_v2_plain => "image-rgb-9x5-v2-plain.ipc",
-    valid_image_rgb_40x24_v2_plain_neighbour_pack => "image-rgb-40x24-v2-plain-neighbour-pack.ipc",
+    valid_image_rgb_40x24_v2_edge_filter => "image-rgb-40x24-v2-edge-filter.ipc",
+    valid_image_rgb16_20x12_v2_edge_filter => "image-rgb16-20x12-v2-edge-filter.ipc",
+    valid_audio_mono_1000_v2_edge_filter => "audio-mono-1000-v2-edge-filter.ipc",
 }
 
 vector_tests! { check_invalid, INVALID:

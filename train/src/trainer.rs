@@ -892,4 +892,3 @@ mod tests {
         assert_eq!(tiles.len(), block_samples.len());
     }
 }
-
