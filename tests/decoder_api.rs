@@ -1,10 +1,10 @@
 //! The public decoding API: equivalence of its entry points, limits, caller buffers,
 //! and agreement with an independent reassembly of the synthesised tiles.
 
+use ipc_codec::decoder::DecodedImage;
 use ipc_codec::pack::synthetic::SyntheticPack;
 use ipc_codec::rng::SplitMix64;
 use ipc_codec::synthesis::TileSynthesizer;
-use ipc_codec::decoder::DecodedImage;
 use ipc_codec::{
     encode_quantised, encode_quantised_as, DecodeOptions, Decoded, Decoder, Error, FileFormat,
     Geometry, ImagePixels, Limits, ModelPack,
@@ -95,7 +95,11 @@ fn the_edge_filter_changes_only_the_samples_beside_internal_tile_edges() {
     let (plain, v) = random_file(&pack, geometry, 6);
     let filtered = encode_quantised_as(&pack, geometry, 1, None, &v, format).unwrap();
     let samples = |file: &[u8]| match Decoder::new(&pack).decode(file).unwrap() {
-        Decoded::Audio(a) => a.samples.iter().map(|&x| i64::from(x)).collect::<Vec<i64>>(),
+        Decoded::Audio(a) => a
+            .samples
+            .iter()
+            .map(|&x| i64::from(x))
+            .collect::<Vec<i64>>(),
         _ => panic!("audio"),
     };
     let mut want = samples(&plain);

@@ -493,6 +493,7 @@ fn ipc_setup(
             effort,
             threads: 1,
             limits: Limits::default(),
+            version_1: false,
         };
         if let Err(e) = Encoder::new(&pack, config) {
             skipped.push((
@@ -808,6 +809,7 @@ fn engines_for<'p>(
             effort,
             threads: ctx.threads(),
             limits: Limits::default(),
+            version_1: false,
         };
         slot.insert(Encoder::new(&setup.pack, config)?);
     }

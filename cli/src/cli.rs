@@ -322,6 +322,11 @@ pub struct EncodeArgs {
     #[arg(long)]
     pub strict_target: bool,
 
+    /// Bitstream version to write: 2 (neighbour contexts when the pack has their
+    /// tables, and the edge filter) or 1 (for decoders older than version 2)
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub format_version: u8,
+
     /// How V is predicted: hyper (the pack's hypernetwork, one pass) or meta (the
     /// meta-learned start adapted by gradient steps)
     #[arg(long, value_enum, default_value_t = MethodArg::Hyper)]

@@ -83,6 +83,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
             effort: args.effort,
             threads: args.threads,
             limits,
+            version_1: args.format_version == 1,
         },
         args.device,
     )

@@ -238,6 +238,37 @@ fn encodes_an_rgb8_png_that_decodes_to_the_same_size() {
 }
 
 #[test]
+fn files_are_version_2_unless_version_1_is_asked_for() {
+    let fx = Fixture::new();
+    let input = fx.write_image("in.png", &rgb(40, 24).into(), ImageFormat::Png);
+    let (v2, v1) = (fx.dir.join("v2.ipc"), fx.dir.join("v1.ipc"));
+    fx.encode(&input, &v2, &fx.image_pack_path(), &[]);
+    fx.encode(
+        &input,
+        &v1,
+        &fx.image_pack_path(),
+        &["--format-version", "1"],
+    );
+    let (h2, h1) = (header(&v2), header(&v1));
+    assert_eq!((h2.version, h2.edge_filter), (2, true));
+    assert_eq!((h1.version, h1.edge_filter), (1, false));
+    // Both decode; only the edge filter tells the pixels apart.
+    for path in [&v1, &v2] {
+        Decoder::new(&fx.image_pack)
+            .decode(&fs::read(path).unwrap())
+            .unwrap();
+    }
+    let out = fx.try_encode(
+        &input,
+        &fx.dir.join("v3.ipc"),
+        &fx.image_pack_path(),
+        &["--format-version", "3"],
+    );
+    let message = assert_fails(&out, 2);
+    assert!(message.contains("format-version"), "{message}");
+}
+
+#[test]
 fn grey_and_16_bit_pngs_keep_channels_and_depth() {
     let fx = Fixture::new();
     let cases: [(&str, DynamicImage, u8, u8); 4] = [

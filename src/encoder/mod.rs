@@ -134,6 +134,20 @@ pub struct EncoderConfig {
     pub threads: usize,
     /// Limits on the signal size, as for decoding.
     pub limits: Limits,
+    /// Write format version 1 (spec/bitstream.md §2), which decoders from before
+    /// version 2 read, instead of the default ([`FileFormat::default_for`]).
+    pub version_1: bool,
+}
+
+impl EncoderConfig {
+    /// The format of the files this configuration writes with `pack`.
+    pub fn file_format(&self, pack: &ModelPack) -> FileFormat {
+        if self.version_1 {
+            FileFormat::VERSION_1
+        } else {
+            FileFormat::default_for(pack)
+        }
+    }
 }
 
 /// Which quality level to use.
@@ -537,7 +551,8 @@ impl<'p> Encoder<'p> {
                 self.quantised_v(tiles, v, level, step, progress)
             }
         };
-        let file = encode_quantised(self.pack, signal.geometry(), level, None, &q)?;
+        let format = self.config.file_format(self.pack);
+        let file = encode_quantised_as(self.pack, signal.geometry(), level, None, &q, format)?;
         let psnr = self.measure(signal, &file)?;
         let rate = metrics::file_rate(&signal.geometry(), file.len() as u64);
         Ok(Encoded {
@@ -590,7 +605,7 @@ impl<'p> Encoder<'p> {
             .pack
             .v_model(usize::from(level))
             .expect("level checked");
-        let format = FileFormat::default_for(self.pack);
+        let format = self.config.file_format(self.pack);
         let rate = refine::RateModel::for_file(vmodel, format.coding, tiles.grid);
         refine::refine(
             &self.model,

@@ -465,6 +465,7 @@ impl Trainer {
                 effort: 0,
                 threads: self.config.train.threads.max(1),
                 limits: Limits::default(),
+                version_1: false,
             },
         )?;
         for e in eval.iter_mut() {
