@@ -671,6 +671,42 @@ dir = "d"
     }
 
     #[test]
+    fn neighbour_tables_need_fitted_tables_and_enough_instances() {
+        let base = TrainConfig::parse(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/image.toml"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            base.rate.neighbour_grid(Modality::Image),
+            Some(TileGrid {
+                columns: 8,
+                rows: 8
+            })
+        );
+        assert_eq!(
+            base.rate.neighbour_grid(Modality::Audio),
+            Some(TileGrid {
+                columns: 64,
+                rows: 1
+            })
+        );
+        let mut learned = base.clone();
+        learned.rate.tables = TableFit::Learned;
+        let err = learned.validate().unwrap_err().to_string();
+        assert!(err.contains("neighbour_block needs"), "{err}");
+        let mut few = base.clone();
+        few.rate.fit_instances = 63;
+        let err = few.validate().unwrap_err().to_string();
+        assert!(err.contains("rate.neighbour_block"), "{err}");
+        let mut none = base;
+        none.rate.neighbour_block = 0;
+        assert_eq!(none.rate.neighbour_grid(Modality::Image), None);
+    }
+
+    #[test]
     fn shipped_configs_are_valid() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
         let mut seen = 0;

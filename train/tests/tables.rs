@@ -3,7 +3,7 @@
 //! learned per-rank tables, and a pack the library encodes and decodes with.
 
 use ipc_codec::encoder::{Encoder, EncoderConfig, ImageSignal, RateTarget, Signal};
-use ipc_codec::entropy::VModel;
+use ipc_codec::entropy::{PayloadCoding, VModel, NEIGHBOUR_CLASSES};
 use ipc_codec::pack::EntropyTables;
 use ipc_codec::{Decoder, ModelPack};
 use ipc_train::config::{TableFit, TrainConfig};
@@ -124,6 +124,59 @@ fn fitted_tables_are_per_element_and_code_v_in_fewer_bits() {
     let encoded = encoder
         .encode(&signal, RateTarget::Quality(1), &mut |_| {})
         .unwrap();
+    let decoded = Decoder::new(&pack).decode(&encoded.file).unwrap();
+    let psnr = ipc_codec::metrics::psnr(&signal, &decoded);
+    assert!((psnr - encoded.psnr).abs() < 1e-9 && psnr > 10.0, "{psnr}");
+}
+
+#[test]
+fn neighbour_tables_export_with_the_pack_and_code_version_2_files() {
+    // Fitting on blocks of 2 x 2 tiles: the instances are whole blocks cut into tiles in
+    // tile order (what the trainer's run does), here 64 blocks of smooth content.
+    let mut cfg = config();
+    cfg.rate.neighbour_block = 2;
+    cfg.validate().unwrap();
+    let mut trainer = Trainer::new(&cfg, Device::Cpu).unwrap();
+    let x = instances(256);
+    for _ in 0..5 {
+        trainer.train_step(&x.narrow(0, 0, 8));
+    }
+    trainer.set_fit_instances(&values(&x));
+    let contents = trainer.export("neighbour").unwrap();
+    let elements = 16 * 3;
+    let neighbour = contents
+        .entropy
+        .neighbour
+        .as_ref()
+        .expect("neighbour tables");
+    assert_eq!(neighbour.len(), 2);
+    assert!(neighbour
+        .iter()
+        .all(|l| l.len() == elements * NEIGHBOUR_CLASSES));
+    // Each neighbour table covers its element's own table's range.
+    for (plain, near) in contents.entropy.levels.iter().zip(neighbour) {
+        for (e, own) in plain.iter().enumerate() {
+            for t in &near[e * NEIGHBOUR_CLASSES..(e + 1) * NEIGHBOUR_CLASSES] {
+                assert_eq!((t.min, t.counts.len()), (own.min, own.counts.len()));
+            }
+        }
+    }
+    let pack = ModelPack::from_safetensors(&contents.to_safetensors().unwrap()).unwrap();
+    assert!(pack.v_model(0).unwrap().has_neighbour_tables());
+    let samples: Vec<f32> = values(&x.narrow(0, 0, 16).reshape([-1]));
+    let signal = Signal::Image(ImageSignal {
+        width: 32,
+        height: 32,
+        channels: 3,
+        bit_depth: 8,
+        samples,
+    });
+    let encoder = Encoder::new(&pack, EncoderConfig::default()).unwrap();
+    let encoded = encoder
+        .encode(&signal, RateTarget::Quality(1), &mut |_| {})
+        .unwrap();
+    let header = ipc_codec::Header::parse(&encoded.file).unwrap();
+    assert_eq!(header.coding, PayloadCoding::NeighbourContexts);
     let decoded = Decoder::new(&pack).decode(&encoded.file).unwrap();
     let psnr = ipc_codec::metrics::psnr(&signal, &decoded);
     assert!((psnr - encoded.psnr).abs() < 1e-9 && psnr > 10.0, "{psnr}");
