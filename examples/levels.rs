@@ -3,8 +3,11 @@
 //! pixels beside tile boundaries against the other pixels (tiling seams):
 //!
 //! ```sh
-//! cargo run --release --example levels -- DIR [PACK] [--effort N] [--method hyper|meta] [--levels 0,3,9]
+//! cargo run --release --example levels -- DIR [PACK] [--effort N] [--method hyper|meta] [--levels 0,3,9] [--format-version 1]
 //! ```
+//!
+//! `--format-version 1` writes version-1 files (no neighbour contexts, no edge filter),
+//! to compare the seams with and without the edge filter of version 2.
 //!
 //! PACK defaults to `packs/image.ipcpack`. Every file is also decoded with a fresh
 //! decoder and checked against the encoder's own measurement.
@@ -44,6 +47,9 @@ fn main() {
                     .next()
                     .and_then(|x| x.parse::<Method>().ok())
                     .expect("--method hyper|meta")
+            }
+            "--format-version" => {
+                config.version_1 = args.next().as_deref() == Some("1");
             }
             "--levels" => {
                 only = Some(
