@@ -408,6 +408,9 @@ impl Limits {
     /// use ipc_codec::{Geometry, Header, Limits, PackId};
     ///
     /// let header = Header {
+    ///     version: 2,
+    ///     coding: ipc_codec::entropy::PayloadCoding::PerElement,
+    ///     edge_filter: true,
     ///     pack_id: PackId::from_bytes([0; 16]),
     ///     geometry: Geometry::Image { width: u32::MAX, height: u32::MAX, channels: 3, bit_depth: 8 },
     ///     tile_width: 32,
