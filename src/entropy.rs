@@ -286,25 +286,9 @@ impl VModel {
         self.neighbour.is_some()
     }
 
-    /// The model that codes element `e` (of context `context`) of a tile whose left
-    /// and upper neighbours hold `left` and `above` at the same element.
-    fn model_for(
-        &self,
-        coding: PayloadCoding,
-        context: u16,
-        left: i32,
-        above: i32,
-    ) -> &SymbolModel {
-        match (coding, &self.neighbour) {
-            (PayloadCoding::NeighbourContexts, Some(n)) => {
-                &n[usize::from(context) * NEIGHBOUR_CLASSES + neighbour_class(left, above)]
-            }
-            _ => &self.models[usize::from(context)],
-        }
-    }
-
     /// The models of tile `t`'s elements under `coding`, in element order, given the
-    /// values of the tiles before it (`q`, at least up to tile `t`'s upper neighbour).
+    /// values of the tiles before it (`q`, at least up to tile `t`'s upper neighbour;
+    /// not read per element).
     pub fn tile_models<'a>(
         &'a self,
         coding: PayloadCoding,
@@ -313,18 +297,19 @@ impl VModel {
         t: usize,
     ) -> impl Iterator<Item = &'a SymbolModel> + 'a {
         let per = self.contexts.len();
-        let (x, y) = (t % grid.columns.max(1), t / grid.columns.max(1));
+        let columns = grid.columns.max(1);
+        let (x, y) = (t % columns, t / columns);
+        let neighbour = match (coding, &self.neighbour) {
+            (PayloadCoding::NeighbourContexts, Some(n)) => Some(n),
+            _ => None,
+        };
         self.contexts.iter().enumerate().map(move |(e, &c)| {
-            if coding == PayloadCoding::PerElement || self.neighbour.is_none() {
+            let Some(n) = neighbour else {
                 return &self.models[usize::from(c)];
-            }
-            let left = if x > 0 { q[(t - 1) * per + e] } else { 0 };
-            let above = if y > 0 {
-                q[(t - grid.columns) * per + e]
-            } else {
-                0
             };
-            self.model_for(coding, c, left, above)
+            let left = if x > 0 { q[(t - 1) * per + e] } else { 0 };
+            let above = if y > 0 { q[(t - columns) * per + e] } else { 0 };
+            &n[usize::from(c) * NEIGHBOUR_CLASSES + neighbour_class(left, above)]
         })
     }
 
@@ -433,27 +418,12 @@ impl VModel {
         let mut coder =
             DefaultRangeDecoder::from_compressed(words).map_err(|_| EntropyError::InvalidData)?;
         let mut out = vec![0i32; count];
-        let columns = grid.columns.max(1);
         for t in 0..grid.tiles() {
-            let (x, y) = (t % columns, t / columns);
-            for (e, &ctx) in self.contexts.iter().enumerate() {
-                let model = match coding {
-                    PayloadCoding::PerElement => &self.models[usize::from(ctx)],
-                    PayloadCoding::NeighbourContexts => {
-                        let left = if x > 0 {
-                            out[(t - 1) * per_tile + e]
-                        } else {
-                            0
-                        };
-                        let above = if y > 0 {
-                            out[(t - columns) * per_tile + e]
-                        } else {
-                            0
-                        };
-                        self.model_for(coding, ctx, left, above)
-                    }
-                };
-                out[t * per_tile + e] = decode_value(&mut coder, model)?;
+            // The tiles before `t` are what its neighbour contexts read.
+            let (before, rest) = out.split_at_mut(t * per_tile);
+            let models = self.tile_models(coding, grid, before, t);
+            for (slot, model) in rest[..per_tile].iter_mut().zip(models) {
+                *slot = decode_value(&mut coder, model)?;
             }
         }
         Ok(out)
