@@ -1,5 +1,6 @@
 //! The `.ipc` container: fixed header, entropy-coded payload, checksum (spec/bitstream.md).
 
+use crate::edge_filter::{EdgeFilter, EdgeFilterKind, EdgeTaps, EDGE_FILTER_BLOCK_LEN};
 use crate::entropy::{PayloadCoding, TileGrid};
 use crate::error::{Error, FormatError};
 pub use crate::ids::Modality;
@@ -13,11 +14,15 @@ pub const FORMAT_VERSION: u8 = 2;
 /// The oldest format version this decoder reads.
 pub const OLDEST_FORMAT_VERSION: u8 = 1;
 /// Header flag of version 2, bit 0: the payload is coded with neighbour contexts
-/// (spec/bitstream.md §3.1, §7.5). The other 15 bits are reserved.
+/// (spec/bitstream.md §3.1, §7.5). Bits 3 to 15 are reserved.
 pub const FLAG_NEIGHBOUR_CONTEXTS: u16 = 1;
 /// Header flag of version 2, bit 1: the decoder filters the samples either side of
 /// every internal tile edge (spec/bitstream.md §3.1, §8.5).
 pub const FLAG_EDGE_FILTER: u16 = 2;
+/// Header flag of version 2, bit 2: the decoder filters the three samples either side
+/// of every internal tile edge with the taps at the start of the payload
+/// (spec/bitstream.md §3.1, §8.6). Never with [`FLAG_EDGE_FILTER`].
+pub const FLAG_FITTED_EDGE_FILTER: u16 = 4;
 /// Bytes before the payload (spec/bitstream.md §3).
 pub const HEADER_LEN: usize = 50;
 /// Bytes after the payload: the CRC-32 (spec/bitstream.md §6).
@@ -112,9 +117,10 @@ pub struct Header {
     /// How the payload chooses its tables (spec/bitstream.md §7.2, §7.5); always
     /// [`PayloadCoding::PerElement`] in version 1.
     pub coding: PayloadCoding,
-    /// Whether the decoder filters tile edges (spec/bitstream.md §8.5); never in
-    /// version 1.
-    pub edge_filter: bool,
+    /// Which filter the decoder runs over tile edges (spec/bitstream.md §8.5, §8.6);
+    /// never one in version 1. The fitted filter's taps are in the payload
+    /// ([`Container::edge_filter`]).
+    pub edge_filter: EdgeFilterKind,
     /// The model pack the file must be decoded with.
     pub pack_id: PackId,
     /// Signal geometry; also gives the modality.
@@ -194,9 +200,11 @@ impl Header {
             PayloadCoding::PerElement => 0,
             PayloadCoding::NeighbourContexts => FLAG_NEIGHBOUR_CONTEXTS,
         };
-        if self.edge_filter {
-            flags |= FLAG_EDGE_FILTER;
-        }
+        flags |= match self.edge_filter {
+            EdgeFilterKind::Off => 0,
+            EdgeFilterKind::Quarter => FLAG_EDGE_FILTER,
+            EdgeFilterKind::Fitted => FLAG_FITTED_EDGE_FILTER,
+        };
         b[6..8].copy_from_slice(&flags.to_le_bytes());
         b[8..24].copy_from_slice(self.pack_id.as_bytes());
         let (a, c, ch, bd) = match self.geometry {
@@ -261,12 +269,12 @@ impl Header {
             2 => Modality::Audio,
             v => return Err(field("modality", v.into())),
         };
-        // §3.1: version 1 reserves every flag; version 2 defines bits 0 and 1.
+        // §3.1: version 1 reserves every flag; version 2 defines bits 0 to 2.
         let flags = u16_at(6);
         let defined = if version == 1 {
             0
         } else {
-            FLAG_NEIGHBOUR_CONTEXTS | FLAG_EDGE_FILTER
+            FLAG_NEIGHBOUR_CONTEXTS | FLAG_EDGE_FILTER | FLAG_FITTED_EDGE_FILTER
         };
         if flags & !defined != 0 {
             return Err(Error::Unsupported(format!(
@@ -274,6 +282,16 @@ impl Header {
                 flags & !defined
             )));
         }
+        let edge_filter = match (
+            flags & FLAG_EDGE_FILTER != 0,
+            flags & FLAG_FITTED_EDGE_FILTER != 0,
+        ) {
+            (false, false) => EdgeFilterKind::Off,
+            (true, false) => EdgeFilterKind::Quarter,
+            (false, true) => EdgeFilterKind::Fitted,
+            // §5.3.1: at most one edge filter.
+            (true, true) => return Err(field("flags", flags.into())),
+        };
         let coding = if flags & FLAG_NEIGHBOUR_CONTEXTS != 0 {
             PayloadCoding::NeighbourContexts
         } else {
@@ -357,10 +375,14 @@ impl Header {
         if payload_len % 4 != 0 {
             return Err(FormatError::PayloadAlignment(payload_len.into()).into());
         }
+        // §5.3.1 order 13: the fitted filter's block is part of the payload.
+        if edge_filter == EdgeFilterKind::Fitted && (payload_len as usize) < EDGE_FILTER_BLOCK_LEN {
+            return Err(field("payload_len", payload_len.into()));
+        }
         Ok(Header {
             version,
             coding,
-            edge_filter: flags & FLAG_EDGE_FILTER != 0,
+            edge_filter,
             pack_id,
             geometry,
             tile_width,
@@ -410,7 +432,7 @@ impl Limits {
     /// let header = Header {
     ///     version: 2,
     ///     coding: ipc_codec::entropy::PayloadCoding::PerElement,
-    ///     edge_filter: true,
+    ///     edge_filter: ipc_codec::edge_filter::EdgeFilterKind::Quarter,
     ///     pack_id: PackId::from_bytes([0; 16]),
     ///     geometry: Geometry::Image { width: u32::MAX, height: u32::MAX, channels: 3, bit_depth: 8 },
     ///     tile_width: 32,
@@ -470,7 +492,11 @@ fn truncated(needed: usize, available: usize) -> Error {
 pub struct Container<'a> {
     /// The parsed header.
     pub header: Header,
-    /// The entropy-coded payload.
+    /// The edge filter the decoder runs, with the fitted filter's taps
+    /// (spec/bitstream.md §8.5, §8.6).
+    pub edge_filter: EdgeFilter,
+    /// The entropy-coded payload: the range-coder stream of spec/bitstream.md §7
+    /// (after the edge filter block, when the file has one).
     pub payload: &'a [u8],
 }
 
@@ -494,9 +520,26 @@ impl<'a> Container<'a> {
         }
         let body_end = bytes.len() - TRAILER_LEN;
         verify_checksum(&bytes[..body_end], &bytes[body_end..])?;
+        let payload = &bytes[HEADER_LEN..body_end];
+        // §5.5, §8.6: the edge filter block comes first; Header::parse made sure
+        // the payload holds it.
+        let (edge_filter, payload) = match header.edge_filter {
+            EdgeFilterKind::Off => (EdgeFilter::Off, payload),
+            EdgeFilterKind::Quarter => (EdgeFilter::Quarter, payload),
+            EdgeFilterKind::Fitted => {
+                let (block, rest) = payload.split_at(EDGE_FILTER_BLOCK_LEN);
+                let block: &[u8; EDGE_FILTER_BLOCK_LEN] =
+                    block.try_into().expect("split at its length");
+                let taps = EdgeTaps::from_block(block).map_err(|e| {
+                    Error::Unsupported(format!("reserved byte of the edge filter block is {}", e.0))
+                })?;
+                (EdgeFilter::Fitted(taps), rest)
+            }
+        };
         Ok(Container {
             header,
-            payload: &bytes[HEADER_LEN..body_end],
+            edge_filter,
+            payload,
         })
     }
 }
@@ -513,7 +556,9 @@ pub(crate) fn verify_checksum(body: &[u8], trailer: &[u8]) -> Result<(), FormatE
 }
 
 /// Assembles a complete file from a header and payload, filling in the payload
-/// length and checksum (spec/bitstream.md §3, §6).
+/// length and checksum (spec/bitstream.md §3, §6). The payload is written as given:
+/// with the header's fitted edge filter it must begin with the filter's block (see
+/// [`write_file_with`]).
 pub fn write_file(header: &Header, payload: &[u8]) -> Result<Vec<u8>, Error> {
     let payload_len = u32::try_from(payload.len()).map_err(|_| Error::LimitExceeded {
         what: "payload bytes",
@@ -532,6 +577,28 @@ pub fn write_file(header: &Header, payload: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
+/// [`write_file`] with `edge_filter`: it sets the header's flag and, for the fitted
+/// filter, writes the filter's block before the range-coded `payload`
+/// (spec/bitstream.md §8.6).
+pub fn write_file_with(
+    header: &Header,
+    edge_filter: EdgeFilter,
+    payload: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let header = Header {
+        edge_filter: edge_filter.kind(),
+        ..header.clone()
+    };
+    match edge_filter {
+        EdgeFilter::Fitted(taps) => {
+            let mut with_block = taps.to_block().to_vec();
+            with_block.extend_from_slice(payload);
+            write_file(&header, &with_block)
+        }
+        _ => write_file(&header, payload),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,7 +607,7 @@ mod tests {
         Header {
             version: FORMAT_VERSION,
             coding: PayloadCoding::NeighbourContexts,
-            edge_filter: true,
+            edge_filter: EdgeFilterKind::Quarter,
             pack_id: PackId::from_bytes([7; 16]),
             geometry: Geometry::Image {
                 width: 33,
@@ -565,12 +632,12 @@ mod tests {
 
     #[test]
     fn versions_and_flags() {
-        // §3.1: version 2 defines flag bits 0 and 1; version 1 reserves every flag.
+        // §3.1: version 2 defines flag bits 0 to 2; version 1 reserves every flag.
         let v2 = sample_header().to_bytes();
         assert_eq!((v2[4], v2[6], v2[7]), (2, 3, 0));
         let plain = Header {
             coding: PayloadCoding::PerElement,
-            edge_filter: false,
+            edge_filter: EdgeFilterKind::Off,
             ..sample_header()
         };
         assert_eq!(plain.to_bytes()[6], 0);
@@ -588,12 +655,30 @@ mod tests {
             Header::parse(&flagged_v1).unwrap_err().code(),
             "unsupported"
         );
-        for (byte, bit) in [(6, 4u8), (7, 0x80)] {
+        for (byte, bit) in [(6, 8u8), (7, 0x80)] {
             let mut reserved = v2;
             reserved[byte] |= bit;
             let err = Header::parse(&reserved).unwrap_err();
             assert_eq!(err.code(), "unsupported", "{err}");
         }
+        // Bit 2, the fitted edge filter, never with bit 1 (§5.3.1), and only with room
+        // for its block in the payload.
+        let mut both = v2;
+        both[6] |= 4;
+        assert_eq!(Header::parse(&both).unwrap_err().code(), "invalid-field");
+        let fitted = Header {
+            edge_filter: EdgeFilterKind::Fitted,
+            payload_len: 16,
+            ..sample_header()
+        };
+        assert_eq!(fitted.to_bytes()[6], 5);
+        assert_eq!(Header::parse(&fitted.to_bytes()).unwrap(), fitted);
+        let short = Header {
+            payload_len: 12,
+            ..fitted.clone()
+        };
+        let err = Header::parse(&short.to_bytes()).unwrap_err();
+        assert_eq!(err.code(), "invalid-field", "{err}");
         for version in [0u8, 3, 255] {
             let mut other = v2;
             other[4] = version;

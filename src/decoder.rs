@@ -5,7 +5,7 @@ use std::io::Read;
 
 pub use crate::container::Limits;
 use crate::container::{check_limits, Container, Geometry, Header, HEADER_LEN};
-use crate::edge_filter;
+use crate::edge_filter::{self, EdgeFilter};
 use crate::entropy::{PayloadCoding, VModel};
 use crate::error::{Error, FormatError};
 use crate::pack::ModelPack;
@@ -136,7 +136,7 @@ impl<'p> Decoder<'p> {
     /// ```
     pub fn decode_container(&self, container: &Container<'_>) -> Result<Decoded, Error> {
         let v = self.quantised_v(container)?;
-        self.synthesise(&container.header, &v)
+        self.synthesise(&container.header, container.edge_filter, &v)
     }
 
     /// Decodes a file from a reader, reading no more than the header declares (plus one
@@ -182,7 +182,7 @@ impl<'p> Decoder<'p> {
         }
         let v = self.quantised_v(container)?;
         self.render_image(header, &v, |i, x| buf[i] = to_u8(x));
-        filter_image_edges(header, buf);
+        filter_image_edges(header, container.edge_filter, buf);
         Ok(())
     }
 
@@ -258,7 +258,12 @@ impl<'p> Decoder<'p> {
         });
     }
 
-    fn synthesise(&self, header: &Header, q: &[i32]) -> Result<Decoded, Error> {
+    fn synthesise(
+        &self,
+        header: &Header,
+        edge_filter: EdgeFilter,
+        q: &[i32],
+    ) -> Result<Decoded, Error> {
         Ok(match header.geometry {
             Geometry::Image {
                 width,
@@ -270,12 +275,12 @@ impl<'p> Decoder<'p> {
                 let pixels = if bit_depth == 8 {
                     let mut px = vec![0u8; n];
                     self.render_image(header, q, |i, x| px[i] = to_u8(x));
-                    filter_image_edges(header, &mut px);
+                    filter_image_edges(header, edge_filter, &mut px);
                     ImagePixels::U8(px)
                 } else {
                     let mut px = vec![0u16; n];
                     self.render_image(header, q, |i, x| px[i] = (x * 65535.0).round() as u16);
-                    filter_image_edges(header, &mut px);
+                    filter_image_edges(header, edge_filter, &mut px);
                     ImagePixels::U16(px)
                 };
                 Decoded::Image(DecodedImage {
@@ -308,9 +313,8 @@ impl<'p> Decoder<'p> {
                         }
                     }
                 });
-                if header.edge_filter {
-                    edge_filter::filter_audio(&mut samples, chans, chunk);
-                }
+                // §8.5, §8.6.
+                edge_filter::apply_audio(&mut samples, chans, chunk, &edge_filter);
                 Decoded::Audio(DecodedAudio {
                     sample_rate,
                     channels,
@@ -321,27 +325,54 @@ impl<'p> Decoder<'p> {
     }
 }
 
-/// Applies the edge filter (spec/bitstream.md §8.5) to a decoded image when its header
-/// asks for it.
-fn filter_image_edges<S: edge_filter::Sample>(header: &Header, px: &mut [S]) {
-    if let (
-        true,
-        Geometry::Image {
-            width,
-            height,
-            channels,
-            ..
-        },
-    ) = (header.edge_filter, header.geometry)
-    {
-        edge_filter::filter_image(
-            px,
-            (width as usize, height as usize, usize::from(channels)),
-            (
-                usize::from(header.tile_width),
-                usize::from(header.tile_height),
+/// Applies a decoded image's edge filter (spec/bitstream.md §8.5, §8.6).
+fn filter_image_edges<S: edge_filter::Sample>(header: &Header, filter: EdgeFilter, px: &mut [S]) {
+    let Geometry::Image {
+        width,
+        height,
+        channels,
+        ..
+    } = header.geometry
+    else {
+        return;
+    };
+    let size = (width as usize, height as usize, usize::from(channels));
+    let tile = (
+        usize::from(header.tile_width),
+        usize::from(header.tile_height),
+    );
+    edge_filter::apply_image(px, size, tile, &filter);
+}
+
+impl Decoded {
+    /// Runs an edge filter (spec/bitstream.md §8.5, §8.6) over decoded samples, as a
+    /// decoder does for a file with that filter and tiles of `tile_width x tile_height`
+    /// (audio: chunks of `tile_width`).
+    pub(crate) fn filter_edges(
+        &mut self,
+        (tile_width, tile_height): (usize, usize),
+        filter: &EdgeFilter,
+    ) {
+        match self {
+            Decoded::Image(img) => {
+                let size = (
+                    img.width as usize,
+                    img.height as usize,
+                    usize::from(img.channels),
+                );
+                let tile = (tile_width, tile_height);
+                match &mut img.pixels {
+                    ImagePixels::U8(px) => edge_filter::apply_image(px, size, tile, filter),
+                    ImagePixels::U16(px) => edge_filter::apply_image(px, size, tile, filter),
+                }
+            }
+            Decoded::Audio(a) => edge_filter::apply_audio(
+                &mut a.samples,
+                usize::from(a.channels),
+                tile_width,
+                filter,
             ),
-        );
+        }
     }
 }
 

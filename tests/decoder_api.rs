@@ -53,7 +53,7 @@ fn the_edge_filter_changes_only_the_samples_beside_internal_tile_edges() {
     let (w, h) = (21u32, 19u32);
     let (plain, v) = random_file(&pack, rgb(w, h), 5);
     let format = FileFormat {
-        edge_filter: true,
+        edge_filter: ipc_codec::edge_filter::EdgeFilter::Quarter,
         ..FileFormat::default_for(&pack)
     };
     let filtered = encode_quantised_as(&pack, rgb(w, h), 1, None, &v, format).unwrap();
@@ -110,6 +110,117 @@ fn the_edge_filter_changes_only_the_samples_beside_internal_tile_edges() {
         }
     }
     assert_eq!(samples(&filtered), want);
+}
+
+/// One pass of the fitted edge filter of spec/bitstream.md §8.6 over a line, written
+/// out from the spec: every output computed from the unfiltered line.
+fn spec_fitted_line(line: &[i64], len: usize, c: &[[i64; 5]; 3], (lo, hi): (i64, i64)) -> Vec<i64> {
+    let n = line.len();
+    let mut out = line.to_vec();
+    if len < 6 {
+        return out;
+    }
+    let mut e = len;
+    while e < n {
+        let s: Vec<i64> = (0..6).map(|j| line[(e + j - 3).min(n - 1)]).collect();
+        let d: Vec<i64> = (0..5).map(|k| s[k + 1] - s[k]).collect();
+        let m: Vec<i64> = (0..5).map(|k| s[4 - k] - s[5 - k]).collect();
+        for t in 0..3 {
+            let sum_d: i64 = (0..5).map(|k| c[t][k] * d[k]).sum();
+            let sum_m: i64 = (0..5).map(|k| c[t][k] * m[k]).sum();
+            out[e - 3 + t] = (line[e - 3 + t] + (sum_d + 64).div_euclid(128)).clamp(lo, hi);
+            if e + 2 - t < n {
+                out[e + 2 - t] = (line[e + 2 - t] + (sum_m + 64).div_euclid(128)).clamp(lo, hi);
+            }
+        }
+        e += len;
+    }
+    out
+}
+
+#[test]
+fn the_fitted_edge_filter_is_the_spec_filter_on_the_unfiltered_samples() {
+    use ipc_codec::edge_filter::{EdgeFilter, EdgeTaps};
+    // Large taps, so that clamping to the sample range happens too.
+    let taps = EdgeTaps([
+        [10, -20, 30, 5, -7],
+        [-3, 40, -60, 12, 8],
+        [60, -90, 100, 33, -128],
+    ]);
+    let c = taps.0.map(|row| row.map(i64::from));
+    let format = FileFormat {
+        edge_filter: EdgeFilter::Fitted(taps),
+        ..FileFormat::default_for(&pack(SyntheticPack::small_image()))
+    };
+
+    // Image: 8x8 tiles; 42 x 27 leaves last tiles of 2 and 3 samples.
+    let pack_i = pack(SyntheticPack::small_image());
+    let (w, h) = (42usize, 27usize);
+    let (plain, v) = random_file(&pack_i, rgb(w as u32, h as u32), 7);
+    let filtered =
+        encode_quantised_as(&pack_i, rgb(w as u32, h as u32), 1, None, &v, format).unwrap();
+    let pixels = |file: &[u8]| match Decoder::new(&pack_i).decode(file).unwrap() {
+        Decoded::Image(DecodedImage {
+            pixels: ImagePixels::U8(p),
+            ..
+        }) => p.iter().map(|&x| i64::from(x)).collect::<Vec<i64>>(),
+        _ => panic!("8-bit image"),
+    };
+    let mut want = pixels(&plain);
+    for y in 0..h {
+        for ch in 0..3 {
+            let idx: Vec<usize> = (0..w).map(|x| (y * w + x) * 3 + ch).collect();
+            let line: Vec<i64> = idx.iter().map(|&i| want[i]).collect();
+            for (&i, x) in idx.iter().zip(spec_fitted_line(&line, 8, &c, (0, 255))) {
+                want[i] = x;
+            }
+        }
+    }
+    for x in 0..w {
+        for ch in 0..3 {
+            let idx: Vec<usize> = (0..h).map(|y| (y * w + x) * 3 + ch).collect();
+            let line: Vec<i64> = idx.iter().map(|&i| want[i]).collect();
+            for (&i, v) in idx.iter().zip(spec_fitted_line(&line, 8, &c, (0, 255))) {
+                want[i] = v;
+            }
+        }
+    }
+    let got = pixels(&filtered);
+    assert_ne!(got, pixels(&plain), "the filter changed nothing");
+    assert_eq!(got, want);
+
+    // Audio, stereo, chunks of 64 and a last chunk of 2.
+    let pack_a = pack_audio();
+    let frames = 64 * 5 + 2;
+    let geometry = Geometry::Audio {
+        sample_rate: 16_000,
+        frames: frames as u32,
+        channels: 2,
+        bit_depth: 16,
+    };
+    let (plain, v) = random_file(&pack_a, geometry, 8);
+    let filtered = encode_quantised_as(&pack_a, geometry, 1, None, &v, format).unwrap();
+    let samples = |file: &[u8]| match Decoder::new(&pack_a).decode(file).unwrap() {
+        Decoded::Audio(a) => a
+            .samples
+            .iter()
+            .map(|&x| i64::from(x))
+            .collect::<Vec<i64>>(),
+        _ => panic!("audio"),
+    };
+    let mut want = samples(&plain);
+    for ch in 0..2 {
+        let line: Vec<i64> = (0..frames).map(|f| want[f * 2 + ch]).collect();
+        for (f, x) in spec_fitted_line(&line, 64, &c, (-32767, 32767))
+            .into_iter()
+            .enumerate()
+        {
+            want[f * 2 + ch] = x;
+        }
+    }
+    let got = samples(&filtered);
+    assert_ne!(got, samples(&plain), "the filter changed nothing");
+    assert_eq!(got, want);
 }
 
 #[test]

@@ -494,6 +494,7 @@ fn ipc_setup(
             threads: 1,
             limits: Limits::default(),
             version_1: false,
+            ..EncoderConfig::default()
         };
         if let Err(e) = Encoder::new(&pack, config) {
             skipped.push((
@@ -810,6 +811,7 @@ fn engines_for<'p>(
             threads: ctx.threads(),
             limits: Limits::default(),
             version_1: false,
+            ..EncoderConfig::default()
         };
         slot.insert(Encoder::new(&setup.pack, config)?);
     }

@@ -84,6 +84,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
             threads: args.threads,
             limits,
             version_1: args.format_version == 1,
+            ..EncoderConfig::default()
         },
         args.device,
     )

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use ipc_codec::container::{step_from_q16, Container};
+use ipc_codec::edge_filter::EdgeFilterKind;
 use ipc_codec::entropy::PayloadCoding;
 use ipc_codec::{Error, FormatError, Geometry, Header, Limits, ModelPack};
 use serde_json::{json, Value};
@@ -396,20 +397,26 @@ fn tool_names(h: &Header) -> Vec<&'static str> {
     if h.coding == PayloadCoding::NeighbourContexts {
         tools.push("neighbour-contexts");
     }
-    if h.edge_filter {
-        tools.push("edge-filter");
+    match h.edge_filter {
+        EdgeFilterKind::Off => {}
+        EdgeFilterKind::Quarter => tools.push("edge-filter"),
+        EdgeFilterKind::Fitted => tools.push("fitted-edge-filter"),
     }
     tools
 }
 
-/// The coding tools of a file, in words (spec/bitstream.md §3.1, §7.5, §8.5).
+/// The coding tools of a file, in words (spec/bitstream.md §3.1, §7.5, §8.5, §8.6).
 fn coding_tools(h: &Header) -> String {
     let mut tools = Vec::new();
     if h.coding == PayloadCoding::NeighbourContexts {
         tools.push("neighbour contexts (tables chosen by the left and upper tiles' V, spec §7.5)");
     }
-    if h.edge_filter {
-        tools.push("edge filter (tile edges smoothed, spec §8.5)");
+    match h.edge_filter {
+        EdgeFilterKind::Off => {}
+        EdgeFilterKind::Quarter => tools.push("edge filter (tile edges smoothed, spec §8.5)"),
+        EdgeFilterKind::Fitted => tools.push(
+            "fitted edge filter (three samples either side of tile edges corrected by taps fitted to this signal, spec §8.6)",
+        ),
     }
     if tools.is_empty() {
         "none (version 1 coding: one table per element of V, no edge filter)".into()

@@ -144,6 +144,30 @@ impl Tiles {
         }
     }
 
+    /// Multiplies by `factor` the weight of every sample beside an internal tile edge
+    /// (the first or last row or column of a tile that has a neighbour on that side;
+    /// audio: the first or last sample of a chunk), so that refinement spends more on
+    /// the samples where tiles meet. `tw x th` is the tile size the tiles were cut with.
+    pub fn weight_edges(&mut self, tw: usize, th: usize, factor: f32) {
+        let TileGrid { columns, rows } = self.grid;
+        if tw * th != self.samples {
+            return;
+        }
+        for t in 0..self.count {
+            let (tx, ty) = (t % columns.max(1), t / columns.max(1));
+            for row in 0..th {
+                for col in 0..tw {
+                    let edge = (col == 0 && tx > 0)
+                        || (col + 1 == tw && tx + 1 < columns)
+                        || (th > 1 && ((row == 0 && ty > 0) || (row + 1 == th && ty + 1 < rows)));
+                    if edge {
+                        self.weights[t * self.samples + row * tw + col] *= factor;
+                    }
+                }
+            }
+        }
+    }
+
     /// Tiles of audio for chunks of `tw` samples: channel after channel, chunk after
     /// chunk (spec/bitstream.md §4).
     pub fn of_audio(audio: &AudioSignal, tw: usize) -> Tiles {
@@ -201,6 +225,48 @@ mod tests {
         let t1: Vec<f32> = tiles.targets[12..24].iter().step_by(3).copied().collect();
         assert_eq!(t1, vec![0.2, 0.2, 0.5, 0.5]);
         assert_eq!(tiles.weights, vec![1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn edge_weights_grow_only_beside_internal_tile_edges() {
+        // 5 x 4 pixels in 3 x 2 tiles: a grid of 2 x 2 tiles, the right ones padded.
+        let image = ImageSignal {
+            width: 5,
+            height: 4,
+            channels: 3,
+            bit_depth: 8,
+            samples: vec![0.5; 60],
+        };
+        let mut tiles = Tiles::of_image(&image, 3, 2);
+        tiles.weight_edges(3, 2, 2.0);
+        #[rustfmt::skip]
+        let expected = vec![
+            // Tile 0 (top left): its right column and bottom row face other tiles.
+            1.0, 1.0, 2.0,
+            2.0, 2.0, 2.0,
+            // Tile 1 (top right): left column and bottom row; the padding stays 0.
+            2.0, 1.0, 0.0,
+            2.0, 2.0, 0.0,
+            // Tile 2 (bottom left): right column and top row.
+            2.0, 2.0, 2.0,
+            1.0, 1.0, 2.0,
+            // Tile 3 (bottom right): left column and top row.
+            2.0, 2.0, 0.0,
+            2.0, 1.0, 0.0,
+        ];
+        assert_eq!(tiles.weights, expected);
+
+        // Audio: the first and last sample of each chunk that meets another chunk of
+        // the same channel.
+        let audio = AudioSignal {
+            sample_rate: 8000,
+            channels: 2,
+            samples: vec![0.0; 16],
+        };
+        let mut tiles = Tiles::of_audio(&audio, 4);
+        tiles.weight_edges(4, 1, 3.0);
+        let one_channel = vec![1.0, 1.0, 1.0, 3.0, 3.0, 1.0, 1.0, 1.0];
+        assert_eq!(tiles.weights, [one_channel.clone(), one_channel].concat());
     }
 
     #[test]

@@ -180,6 +180,9 @@ vector_tests! { check_valid, VALID:
     valid_image_rgb_40x24_v2_edge_filter => "image-rgb-40x24-v2-edge-filter.ipc",
     valid_image_rgb16_20x12_v2_edge_filter => "image-rgb16-20x12-v2-edge-filter.ipc",
     valid_audio_mono_1000_v2_edge_filter => "audio-mono-1000-v2-edge-filter.ipc",
+    valid_image_rgb_42x27_v2_fitted_edge_filter => "image-rgb-42x27-v2-fitted-edge-filter.ipc",
+    valid_image_rgb16_20x12_v2_fitted_edge_filter => "image-rgb16-20x12-v2-fitted-edge-filter.ipc",
+    valid_audio_stereo_300_v2_fitted_edge_filter => "audio-stereo-300-v2-fitted-edge-filter.ipc",
 }
 
 vector_tests! { check_invalid, INVALID:
@@ -208,6 +211,9 @@ vector_tests! { check_invalid, INVALID:
     invalid_v2_reserved_flag => "v2-reserved-flag.ipc",
     invalid_v2_neighbour_flag_pack_without_tables => "v2-neighbour-flag-pack-without-tables.ipc",
     invalid_v2_neighbour_truncated_payload => "v2-neighbour-truncated-payload.ipc",
+    invalid_v2_both_edge_filters => "v2-both-edge-filters.ipc",
+    invalid_v2_fitted_filter_payload_too_short => "v2-fitted-filter-payload-too-short.ipc",
+    invalid_v2_fitted_filter_reserved_byte => "v2-fitted-filter-reserved-byte.ipc",
 }
 
 #[test]

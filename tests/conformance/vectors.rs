@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use ipc_codec::container::{write_file, Header, HEADER_LEN};
+use ipc_codec::edge_filter::{EdgeFilter, EdgeTaps};
 use ipc_codec::entropy::PayloadCoding;
 use ipc_codec::pack::synthetic::SyntheticPack;
 use ipc_codec::rng::SplitMix64;
@@ -90,19 +91,36 @@ type Case = (&'static str, &'static str, Geometry, u8, Option<u32>, bool);
 const V2_NEIGHBOUR: FileFormat = FileFormat {
     version: 2,
     coding: PayloadCoding::NeighbourContexts,
-    edge_filter: true,
+    edge_filter: EdgeFilter::Quarter,
 };
 /// Version 2 without flags: coded and reconstructed as version 1.
 const V2_PLAIN: FileFormat = FileFormat {
     version: 2,
     coding: PayloadCoding::PerElement,
-    edge_filter: false,
+    edge_filter: EdgeFilter::Off,
 };
 /// Version 2 with the edge filter only.
 const V2_EDGE_FILTER: FileFormat = FileFormat {
     version: 2,
     coding: PayloadCoding::PerElement,
-    edge_filter: true,
+    edge_filter: EdgeFilter::Quarter,
+};
+
+/// Taps of the fitted edge filter (spec/bitstream.md §8.6) for the vectors: of the size
+/// an encoder fits to photos, small enough that each pass moves a sample by at most
+/// one unit more when the synthesis differs by one (hence the tolerance of 3).
+const TAPS: EdgeTaps = EdgeTaps([[2, -1, 3, 1, -1], [1, 4, -8, 5, 4], [19, -13, 21, 5, -6]]);
+/// Version 2 with neighbour contexts and the fitted edge filter.
+const V2_NEIGHBOUR_FITTED: FileFormat = FileFormat {
+    version: 2,
+    coding: PayloadCoding::NeighbourContexts,
+    edge_filter: EdgeFilter::Fitted(TAPS),
+};
+/// Version 2 with the fitted edge filter only.
+const V2_FITTED: FileFormat = FileFormat {
+    version: 2,
+    coding: PayloadCoding::PerElement,
+    edge_filter: EdgeFilter::Fitted(TAPS),
 };
 
 /// Writes everything under `dir` (packs/, vectors/, invalid/, manifest.json).
@@ -349,7 +367,52 @@ pub fn write_all(dir: &Path) {
             .into_iter()
             .map(|(case, format)| valid_vector(dir, &packs, &mut rng, case, format)),
     );
-    let v2_invalid = v2_invalid_vectors(&packs, &mut rng);
+    let mut v2_invalid = v2_invalid_vectors(&packs, &mut rng);
+
+    // The fitted edge filter (spec/bitstream.md §8.6), from its own seed. The image
+    // is 42 x 27 so that its last tiles are 2 and 3 samples long.
+    let mut rng = SplitMix64(2028);
+    let fitted_cases: Vec<(Case, FileFormat)> = vec![
+        (
+            (
+                "image-rgb-42x27-v2-fitted-edge-filter",
+                "image-neighbour",
+                image(42, 27, 3, 8),
+                2,
+                None,
+                false,
+            ),
+            V2_NEIGHBOUR_FITTED,
+        ),
+        (
+            (
+                "image-rgb16-20x12-v2-fitted-edge-filter",
+                "image",
+                image(20, 12, 3, 16),
+                1,
+                None,
+                false,
+            ),
+            V2_FITTED,
+        ),
+        (
+            (
+                "audio-stereo-300-v2-fitted-edge-filter",
+                "audio-neighbour",
+                audio(300, 2),
+                1,
+                None,
+                false,
+            ),
+            V2_NEIGHBOUR_FITTED,
+        ),
+    ];
+    vectors.extend(
+        fitted_cases
+            .into_iter()
+            .map(|(case, format)| valid_vector(dir, &packs, &mut rng, case, format)),
+    );
+    v2_invalid.extend(fitted_invalid_vectors(&packs, &mut rng));
     for (name, key, bytes, error, what) in v2_invalid {
         write(&dir.join(format!("invalid/{name}.ipc")), &bytes);
         invalid_entries.push(
@@ -415,7 +478,11 @@ fn valid_vector(
         "pack": key,
         "version": file_format.version,
         "neighbour_contexts": file_format.coding == PayloadCoding::NeighbourContexts,
-        "edge_filter": file_format.edge_filter,
+        "edge_filter": match file_format.edge_filter {
+            EdgeFilter::Off => "off",
+            EdgeFilter::Quarter => "quarter",
+            EdgeFilter::Fitted(_) => "fitted",
+        },
         "kind": geometry.modality().name(),
         "sha256": sha256_hex(&file),
         "bytes": file.len(),
@@ -424,8 +491,13 @@ fn valid_vector(
         "expected": format!("{name}.expected.raw"),
         "sample_format": format,
         "expected_sha256": sha256_hex(&raw),
-        // The edge filter (§8.5) can turn a difference of 1 in the synthesis into 2.
-        "tolerance": { "max_abs": if file_format.edge_filter { 2 } else { 1 } },
+        // The edge filter (§8.5) can turn a difference of 1 in the synthesis into 2;
+        // each pass of the fitted filter (§8.6), with these vectors' small taps, adds 1.
+        "tolerance": { "max_abs": match file_format.edge_filter {
+            EdgeFilter::Off => 1,
+            EdgeFilter::Quarter => 2,
+            EdgeFilter::Fitted(_) => 3,
+        } },
     })
 }
 
@@ -692,9 +764,9 @@ fn v2_invalid_vectors(packs: &Packs, rng: &mut SplitMix64) -> Vec<Invalid> {
         (
             "v2-reserved-flag",
             "image-neighbour",
-            patched(&good, |f| f[6] |= 4),
+            patched(&good, |f| f[6] |= 8),
             "unsupported",
-            "version 2 with flag bit 2 set (reserved)",
+            "version 2 with flag bit 3 set (reserved)",
         ),
         (
             "v2-neighbour-flag-pack-without-tables",
@@ -709,6 +781,37 @@ fn v2_invalid_vectors(packs: &Packs, rng: &mut SplitMix64) -> Vec<Invalid> {
             good[..good.len() - 9].to_vec(),
             "truncated",
             "payload shorter than declared",
+        ),
+    ]
+}
+
+/// Invalid uses of the fitted edge filter (spec/bitstream.md §5.3.1, §5.5, §8.6).
+fn fitted_invalid_vectors(packs: &Packs, rng: &mut SplitMix64) -> Vec<Invalid> {
+    let pack = &packs.image;
+    let v = random_v(rng, 6 * 64, false);
+    let good = encode_quantised_as(pack, image(20, 10, 3, 8), 1, None, &v, V2_FITTED).unwrap();
+    let header = Header::parse(&good).unwrap();
+    vec![
+        (
+            "v2-both-edge-filters",
+            "image",
+            patched(&good, |f| f[6] |= 2),
+            "invalid-field",
+            "flags EDGE_FILTER and FITTED_EDGE_FILTER both set",
+        ),
+        (
+            "v2-fitted-filter-payload-too-short",
+            "image",
+            write_file(&header, &[0; 12]).unwrap(),
+            "invalid-field",
+            "FITTED_EDGE_FILTER with a payload of 12 bytes, too short for its 16-byte block",
+        ),
+        (
+            "v2-fitted-filter-reserved-byte",
+            "image",
+            patched(&good, |f| f[HEADER_LEN + 15] = 1),
+            "unsupported",
+            "the reserved byte of the edge filter block is set",
         ),
     ]
 }

@@ -466,6 +466,7 @@ impl Trainer {
                 threads: self.config.train.threads.max(1),
                 limits: Limits::default(),
                 version_1: false,
+                ..EncoderConfig::default()
             },
         )?;
         for e in eval.iter_mut() {
