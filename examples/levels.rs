@@ -3,11 +3,13 @@
 //! pixels beside tile boundaries against the other pixels (tiling seams):
 //!
 //! ```sh
-//! cargo run --release --example levels -- DIR [PACK] [--effort N] [--method hyper|meta] [--levels 0,3,9] [--format-version 1]
+//! cargo run --release --example levels -- DIR [PACK] [--effort N] [--method hyper|meta] [--levels 0,3,9] [--format-version 1] [--edge-emphasis X]
 //! ```
 //!
 //! `--format-version 1` writes version-1 files (no neighbour contexts, no edge filter),
-//! to compare the seams with and without the edge filter of version 2.
+//! to compare the seams with and without the edge filters of version 2;
+//! `--edge-emphasis 0` refines without weighing the samples beside tile edges more
+//! (`EncoderConfig::edge_emphasis`).
 //!
 //! PACK defaults to `packs/image.ipcpack`. Every file is also decoded with a fresh
 //! decoder and checked against the encoder's own measurement.
@@ -47,6 +49,12 @@ fn main() {
                     .next()
                     .and_then(|x| x.parse::<Method>().ok())
                     .expect("--method hyper|meta")
+            }
+            "--edge-emphasis" => {
+                config.edge_emphasis = args
+                    .next()
+                    .and_then(|x| x.parse().ok())
+                    .expect("--edge-emphasis X")
             }
             "--format-version" => {
                 config.version_1 = args.next().as_deref() == Some("1");
