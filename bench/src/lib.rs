@@ -2,7 +2,8 @@
 //! bench rd` runs: [`rd`] with its [`RdOptions`].
 //!
 //! The run: list the inputs, load the packs, find the tools, make one task per (file,
-//! codec, setting) not yet in the output folder's cache, code the files on `--jobs`
+//! codec, setting) not yet in the output folder's cache (ipc's setting names the
+//! encoder's revision, so an upgraded encoder is measured again), code the files on `--jobs`
 //! worker threads (a worker takes a whole file, prepares it once and runs its tasks),
 //! save the points every few seconds and at the end, then write the summary, the plots
 //! and, if asked, the results document.
@@ -532,7 +533,11 @@ fn kind_tasks(
         }
         for &effort in efforts {
             for &level in &chosen {
-                let mut label = format!("level={level} effort={effort}");
+                // The encoder's revision keeps a cache from an older encoder out.
+                let mut label = format!(
+                    "level={level} effort={effort} encoder={}",
+                    ipc_codec::encoder::ENCODER_REVISION
+                );
                 if method != Method::Hyper {
                     label.push_str(&format!(" method={method}"));
                 }

@@ -125,6 +125,11 @@ impl FromStr for Method {
     }
 }
 
+/// The revision of this encoder's output: raised whenever the same pack, signal and
+/// settings give another file (2: the fitted edge filter and edge weights of stop 12).
+/// Tools that cache encodes, like `bench rd`, key them on it.
+pub const ENCODER_REVISION: u32 = 2;
+
 /// How much more refinement weighs the samples beside internal tile edges than the
 /// others, by default: 0.3, that is weight 1.3. Tiles are synthesised independently and
 /// their edge samples fit worst; on 13 held-out photos at effort 20 this weight brings
