@@ -439,6 +439,26 @@ fn list_files(dir: &Path, extensions: &[&str], quick: bool) -> Result<Vec<PathBu
     Ok(files)
 }
 
+/// The setting of an ipc point. It names the encoder's revision, so that points cached
+/// by an older encoder are measured again and left out of the report
+/// ([`by_this_encoder`]).
+fn ipc_label(level: usize, effort: usize, method: Method) -> String {
+    let mut label = format!(
+        "level={level} effort={effort} encoder={}",
+        ipc_codec::encoder::ENCODER_REVISION
+    );
+    if method != Method::Hyper {
+        label.push_str(&format!(" method={method}"));
+    }
+    label
+}
+
+/// Whether an ipc setting ([`ipc_label`]) was measured with this encoder revision.
+fn by_this_encoder(setting: &str) -> bool {
+    let this = format!("encoder={}", ipc_codec::encoder::ENCODER_REVISION);
+    setting.split_whitespace().any(|w| w == this)
+}
+
 fn file_key(path: &Path, kind: Kind, quick: bool) -> String {
     let name = path
         .file_name()
@@ -533,14 +553,7 @@ fn kind_tasks(
         }
         for &effort in efforts {
             for &level in &chosen {
-                // The encoder's revision keeps a cache from an older encoder out.
-                let mut label = format!(
-                    "level={level} effort={effort} encoder={}",
-                    ipc_codec::encoder::ENCODER_REVISION
-                );
-                if method != Method::Hyper {
-                    label.push_str(&format!(" method={method}"));
-                }
+                let label = ipc_label(level, effort, method);
                 tasks.push(Task {
                     setting: Setting::Ipc {
                         level: level as u8,

@@ -82,7 +82,7 @@ fn mean_opt(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 
 /// The curves of `kind` over exactly `files`: a setting counts only when every file
 /// was measured with it (a mean over fewer files would not be comparable), and ipc
-/// points only with the pack of this run. Rates and qualities are means of the
+/// points only with the pack and the encoder revision of this run. Rates and qualities are means of the
 /// per-file values.
 fn aggregate(store: &Store, kind: Kind, files: &[String], pack: Option<&str>) -> Vec<Series> {
     let mut groups: BTreeMap<(String, String), Vec<&Point>> = BTreeMap::new();
@@ -90,7 +90,9 @@ fn aggregate(store: &Store, kind: Kind, files: &[String], pack: Option<&str>) ->
         if p.kind != kind || !files.contains(&p.file) {
             continue;
         }
-        if p.codec == "ipc" && Some(p.pack.as_str()) != pack {
+        if p.codec == "ipc"
+            && (Some(p.pack.as_str()) != pack || !crate::by_this_encoder(&p.setting))
+        {
             continue;
         }
         groups
@@ -738,5 +740,21 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].points.len(), 1);
         assert_eq!((s[0].points[0].rate, s[0].points[0].psnr), (1.5, 31.0));
+    }
+
+    #[test]
+    fn ipc_points_of_another_encoder_revision_are_left_out() {
+        let mut store = Store::default();
+        let now = crate::ipc_label(4, 20, ipc_codec::encoder::Method::Hyper);
+        for (setting, psnr) in [("level=4 effort=20", 20.0), (now.as_str(), 30.0)] {
+            let mut p = point("ipc effort 20", setting, "a", 1.0, psnr);
+            p.codec = "ipc".into();
+            p.pack = "abc".into();
+            store.insert(p);
+        }
+        let s = aggregate(&store, Kind::Image, &["a".to_string()], Some("abc"));
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].points.len(), 1);
+        assert_eq!(s[0].points[0].psnr, 30.0);
     }
 }
