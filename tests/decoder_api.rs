@@ -38,6 +38,25 @@ fn random_file(pack: &ModelPack, geometry: Geometry, seed: u64) -> (Vec<u8>, Vec
     )
 }
 
+/// The samples of an 8-bit image file, widened.
+fn decoded_u8(pack: &ModelPack, file: &[u8]) -> Vec<i64> {
+    match Decoder::new(pack).decode(file).unwrap() {
+        Decoded::Image(DecodedImage {
+            pixels: ImagePixels::U8(p),
+            ..
+        }) => p.iter().map(|&x| i64::from(x)).collect(),
+        _ => panic!("8-bit image"),
+    }
+}
+
+/// The samples of an audio file, widened.
+fn decoded_i16(pack: &ModelPack, file: &[u8]) -> Vec<i64> {
+    match Decoder::new(pack).decode(file).unwrap() {
+        Decoded::Audio(a) => a.samples.iter().map(|&x| i64::from(x)).collect(),
+        _ => panic!("audio"),
+    }
+}
+
 /// The edge filter of spec/bitstream.md §8.5, written out from the spec.
 fn spec_pair(p: i64, q: i64) -> (i64, i64) {
     let d = q - p;
@@ -57,13 +76,7 @@ fn the_edge_filter_changes_only_the_samples_beside_internal_tile_edges() {
         ..FileFormat::default_for(&pack)
     };
     let filtered = encode_quantised_as(&pack, rgb(w, h), 1, None, &v, format).unwrap();
-    let pixels = |file: &[u8]| match Decoder::new(&pack).decode(file).unwrap() {
-        Decoded::Image(DecodedImage {
-            pixels: ImagePixels::U8(p),
-            ..
-        }) => p.iter().map(|&x| i64::from(x)).collect::<Vec<i64>>(),
-        _ => panic!("8-bit image"),
-    };
+    let pixels = |file: &[u8]| decoded_u8(&pack, file);
     let mut want = pixels(&plain);
     let (w, h) = (w as usize, h as usize);
     for x in (8..w).step_by(8) {
@@ -94,14 +107,7 @@ fn the_edge_filter_changes_only_the_samples_beside_internal_tile_edges() {
     };
     let (plain, v) = random_file(&pack, geometry, 6);
     let filtered = encode_quantised_as(&pack, geometry, 1, None, &v, format).unwrap();
-    let samples = |file: &[u8]| match Decoder::new(&pack).decode(file).unwrap() {
-        Decoded::Audio(a) => a
-            .samples
-            .iter()
-            .map(|&x| i64::from(x))
-            .collect::<Vec<i64>>(),
-        _ => panic!("audio"),
-    };
+    let samples = |file: &[u8]| decoded_i16(&pack, file);
     let mut want = samples(&plain);
     for f in (64..64 * 5 + 9).step_by(64) {
         for c in 0..2 {
@@ -159,13 +165,7 @@ fn the_fitted_edge_filter_is_the_spec_filter_on_the_unfiltered_samples() {
     let (plain, v) = random_file(&pack_i, rgb(w as u32, h as u32), 7);
     let filtered =
         encode_quantised_as(&pack_i, rgb(w as u32, h as u32), 1, None, &v, format).unwrap();
-    let pixels = |file: &[u8]| match Decoder::new(&pack_i).decode(file).unwrap() {
-        Decoded::Image(DecodedImage {
-            pixels: ImagePixels::U8(p),
-            ..
-        }) => p.iter().map(|&x| i64::from(x)).collect::<Vec<i64>>(),
-        _ => panic!("8-bit image"),
-    };
+    let pixels = |file: &[u8]| decoded_u8(&pack_i, file);
     let mut want = pixels(&plain);
     for y in 0..h {
         for ch in 0..3 {
@@ -200,14 +200,7 @@ fn the_fitted_edge_filter_is_the_spec_filter_on_the_unfiltered_samples() {
     };
     let (plain, v) = random_file(&pack_a, geometry, 8);
     let filtered = encode_quantised_as(&pack_a, geometry, 1, None, &v, format).unwrap();
-    let samples = |file: &[u8]| match Decoder::new(&pack_a).decode(file).unwrap() {
-        Decoded::Audio(a) => a
-            .samples
-            .iter()
-            .map(|&x| i64::from(x))
-            .collect::<Vec<i64>>(),
-        _ => panic!("audio"),
-    };
+    let samples = |file: &[u8]| decoded_i16(&pack_a, file);
     let mut want = samples(&plain);
     for ch in 0..2 {
         let line: Vec<i64> = (0..frames).map(|f| want[f * 2 + ch]).collect();
