@@ -188,7 +188,13 @@ impl<'p> Decoder<'p> {
         }
         let v = self.quantised_v(container)?;
         self.render_image(header, &v, |i, x| buf[i] = to_u8(x));
-        filter_image_edges(header, container.edge_filter, container.restoration, buf);
+        filter_image_edges(
+            header,
+            container.edge_filter,
+            container.restoration,
+            self.options.threads,
+            buf,
+        );
         Ok(())
     }
 
@@ -282,12 +288,24 @@ impl<'p> Decoder<'p> {
                 let pixels = if bit_depth == 8 {
                     let mut px = vec![0u8; n];
                     self.render_image(header, q, |i, x| px[i] = to_u8(x));
-                    filter_image_edges(header, edge_filter, restoration, &mut px);
+                    filter_image_edges(
+                        header,
+                        edge_filter,
+                        restoration,
+                        self.options.threads,
+                        &mut px,
+                    );
                     ImagePixels::U8(px)
                 } else {
                     let mut px = vec![0u16; n];
                     self.render_image(header, q, |i, x| px[i] = (x * 65535.0).round() as u16);
-                    filter_image_edges(header, edge_filter, restoration, &mut px);
+                    filter_image_edges(
+                        header,
+                        edge_filter,
+                        restoration,
+                        self.options.threads,
+                        &mut px,
+                    );
                     ImagePixels::U16(px)
                 };
                 Decoded::Image(DecodedImage {
@@ -337,10 +355,11 @@ impl<'p> Decoder<'p> {
 
 /// Applies a decoded image's edge filter and restoration filter (spec/bitstream.md
 /// §8.5, §8.6, §8.7).
-fn filter_image_edges<S: edge_filter::Sample>(
+fn filter_image_edges<S: edge_filter::Sample + Send + Sync>(
     header: &Header,
     filter: EdgeFilter,
     restoration: Option<RestorationTaps>,
+    threads: usize,
     px: &mut [S],
 ) {
     let Geometry::Image {
@@ -359,14 +378,14 @@ fn filter_image_edges<S: edge_filter::Sample>(
     );
     edge_filter::apply_image(px, size, tile, &filter);
     if let Some(taps) = &restoration {
-        restoration::restore_image(px, size, taps);
+        restoration::restore_image(px, size, taps, threads);
     }
 }
 
 impl Decoded {
     /// Runs the restoration filter (spec/bitstream.md §8.7) over decoded samples, as a
     /// decoder does after the edge filter of a file with those taps.
-    pub(crate) fn restore(&mut self, taps: &RestorationTaps) {
+    pub(crate) fn restore(&mut self, taps: &RestorationTaps, threads: usize) {
         match self {
             Decoded::Image(img) => {
                 let size = (
@@ -375,8 +394,8 @@ impl Decoded {
                     usize::from(img.channels),
                 );
                 match &mut img.pixels {
-                    ImagePixels::U8(px) => restoration::restore_image(px, size, taps),
-                    ImagePixels::U16(px) => restoration::restore_image(px, size, taps),
+                    ImagePixels::U8(px) => restoration::restore_image(px, size, taps, threads),
+                    ImagePixels::U16(px) => restoration::restore_image(px, size, taps, threads),
                 }
             }
             Decoded::Audio(a) => {

@@ -133,22 +133,80 @@ pub fn correction(taps: &RestorationTaps, terms: &[i32; 13]) -> i32 {
 }
 
 /// Filters an interleaved image (spec/bitstream.md §8.7): every sample from the
-/// unfiltered image.
-pub(crate) fn restore_image<S: Sample>(
+/// unfiltered image, rows in bands on up to `threads` threads (0: every core).
+pub(crate) fn restore_image<S: Sample + Send + Sync>(
     px: &mut [S],
     size: (usize, usize, usize),
     taps: &RestorationTaps,
+    threads: usize,
 ) {
     let (width, height, channels) = size;
     debug_assert_eq!(px.len(), width * height * channels);
+    if px.is_empty() {
+        return;
+    }
     let input = px.to_vec();
-    for y in 0..height {
-        for x in 0..width {
+    let row = width * channels;
+    const BAND_ROWS: usize = 16;
+    crate::parallel::for_each_group(
+        px.chunks_mut(BAND_ROWS * row).enumerate(),
+        height.div_ceil(BAND_ROWS),
+        threads,
+        |(b, band), _: &mut ()| {
+            for (r, out) in band.chunks_mut(row).enumerate() {
+                restore_row(&input, size, b * BAND_ROWS + r, taps, out);
+            }
+        },
+    );
+}
+
+/// Row `y` of the filtered image into `out`: inside the image the taps read the input
+/// without clamping; within 3 samples of its edges, clamped (`image_terms`).
+fn restore_row<S: Sample>(
+    input: &[S],
+    size: (usize, usize, usize),
+    y: usize,
+    taps: &RestorationTaps,
+    out: &mut [S],
+) {
+    let (width, height, channels) = size;
+    let interior_y = y >= 3 && y + 3 < height;
+    let c: [i32; 12] = taps.spatial.map(i32::from);
+    let cross = if channels == 3 {
+        i32::from(taps.cross)
+    } else {
+        0
+    };
+    // Offsets in samples of the twelve pairs.
+    let step: [isize; 12] =
+        IMAGE_OFFSETS.map(|(dy, dx)| (dy * width as isize + dx) * channels as isize);
+    for x in 0..width {
+        let base = (y * width + x) * channels;
+        if interior_y && x >= 3 && x + 3 < width {
             for ch in 0..channels {
-                let i = (y * width + x) * channels + ch;
-                let terms = image_terms(&input, size, (x, y, ch));
-                let v = input[i].get() + correction(taps, &terms);
-                px[i] = S::set(v.clamp(S::LO, S::HI));
+                let i = base + ch;
+                let s = input[i].get();
+                let mut sum = 0i32;
+                for (&cj, &d) in c.iter().zip(&step) {
+                    let a = input[(i as isize + d) as usize].get();
+                    let b = input[(i as isize - d) as usize].get();
+                    sum += cj * (a + b - 2 * s);
+                }
+                if cross != 0 {
+                    let others: i32 = (0..3)
+                        .filter(|&o| o != ch)
+                        .map(|o| input[base + o].get())
+                        .sum();
+                    sum += cross * (others - 2 * s);
+                }
+                let v = s + (sum + 64).div_euclid(128);
+                out[x * channels + ch] = S::set(v.clamp(S::LO, S::HI));
+            }
+        } else {
+            for ch in 0..channels {
+                let terms = image_terms(input, size, (x, y, ch));
+                let v = input[base + ch].get() + correction(taps, &terms);
+                out[x * channels + ch] = S::set(v.clamp(S::LO, S::HI));
             }
         }
     }
@@ -179,13 +237,13 @@ mod tests {
             cross: 0,
         };
         let mut flat = vec![100u8; 7 * 5];
-        restore_image(&mut flat, (7, 5, 1), &taps);
+        restore_image(&mut flat, (7, 5, 1), &taps, 1);
         assert!(flat.iter().all(|&x| x == 100));
         // One bright pixel: every term is -2 x 90 at the spike, so the correction is
         // (12 x 16 x -180 + 64) div 128 = -270, clamped to 0.
         let mut spike = vec![10u8; 7 * 7];
         spike[3 * 7 + 3] = 100;
-        restore_image(&mut spike, (7, 7, 1), &taps);
+        restore_image(&mut spike, (7, 7, 1), &taps, 1);
         assert_eq!(spike[3 * 7 + 3], 0);
         // Its neighbour at (3, 4) sees the spike once, in the term of offset (1, 0):
         // 10 + (16 x 90 + 64) div 128 = 10 + 11.

@@ -603,11 +603,16 @@ impl<'p> Encoder<'p> {
             let bits = 8 * unfiltered.len() as u64;
             let choice = edge_fit::choose(signal, self.decoder.decode(&unfiltered)?, tile, bits);
             // Then the restoration filter on what the edge filter left (§8.7).
-            let (restoration, decoded, psnr) =
-                match restoration_fit::choose(signal, &choice.decoded, choice.psnr, bits) {
-                    Some((taps, decoded, psnr)) => (Some(taps), decoded, psnr),
-                    None => (None, choice.decoded, choice.psnr),
-                };
+            let (restoration, decoded, psnr) = match restoration_fit::choose(
+                signal,
+                &choice.decoded,
+                choice.psnr,
+                bits,
+                self.config.threads,
+            ) {
+                Some((taps, decoded, psnr)) => (Some(taps), decoded, psnr),
+                None => (None, choice.decoded, choice.psnr),
+            };
             let file = write_file_with(&header, choice.filter, restoration, &payload)?;
             debug_assert_eq!(self.decoder.decode(&file).ok(), Some(decoded));
             (file, psnr)

@@ -53,9 +53,11 @@ pub(crate) fn fit_taps(signal: &Signal, decoded: &Decoded) -> Option<Restoration
             }
         }
     }
-    for a in 0..13 {
-        for b in 0..a {
-            gram[a][b] = gram[b][a];
+    // The sums filled the upper triangle; mirror it.
+    let upper = gram;
+    for (a, row) in gram.iter_mut().enumerate() {
+        for (b, x) in row.iter_mut().enumerate().take(a) {
+            *x = upper[b][a];
         }
     }
     // A touch of ridge keeps unused terms (the cross-channel term of grey images and
@@ -97,10 +99,11 @@ pub(crate) fn choose(
     decoded: &Decoded,
     psnr: f64,
     file_bits: u64,
+    threads: usize,
 ) -> Option<(RestorationTaps, Decoded, f64)> {
     let taps = fit_taps(signal, decoded)?;
     let mut restored = decoded.clone();
-    restored.restore(&taps);
+    restored.restore(&taps, threads);
     let restored_psnr = metrics::psnr(signal, &restored);
     let block_bits = (RESTORATION_BLOCK_LEN * 8) as f64;
     let price = 6.02 * (1.0 + block_bits / file_bits.max(1) as f64).log2();
@@ -155,7 +158,7 @@ mod tests {
             pixels: ImagePixels::U8(blurred),
         });
         let before = metrics::psnr(&signal, &decoded);
-        let (_, _, after) = choose(&signal, &decoded, before, 100_000).expect("chosen");
+        let (_, _, after) = choose(&signal, &decoded, before, 100_000, 1).expect("chosen");
         assert!(after > before + 1.0, "{before} -> {after}");
         // A flat image has nothing to restore: the taps gain nothing and are not kept.
         let flat = Decoded::Image(DecodedImage {
@@ -165,6 +168,6 @@ mod tests {
             pixels: ImagePixels::U8(vec![128; w * h * 3]),
         });
         let flat_psnr = metrics::psnr(&signal, &flat);
-        assert!(choose(&signal, &flat, flat_psnr, 100_000).is_none());
+        assert!(choose(&signal, &flat, flat_psnr, 100_000, 1).is_none());
     }
 }
