@@ -5,6 +5,7 @@ use crate::entropy::{PayloadCoding, TileGrid};
 use crate::error::{Error, FormatError};
 pub use crate::ids::Modality;
 use crate::ids::PackId;
+use crate::restoration::{RestorationTaps, RESTORATION_BLOCK_LEN};
 
 /// File signature (spec/bitstream.md §2). The high first byte catches 7-bit transfers, as PNG's does.
 pub const MAGIC: [u8; 4] = [0x89, b'I', b'P', b'C'];
@@ -23,6 +24,10 @@ pub const FLAG_EDGE_FILTER: u16 = 2;
 /// of every internal tile edge with the taps at the start of the payload
 /// (spec/bitstream.md §3.1, §8.6). Never with [`FLAG_EDGE_FILTER`].
 pub const FLAG_FITTED_EDGE_FILTER: u16 = 4;
+/// Header flag of version 2, bit 3: the decoder corrects every sample with the
+/// restoration filter whose taps follow the edge filter's block in the payload
+/// (spec/bitstream.md §3.1, §8.7).
+pub const FLAG_RESTORATION_FILTER: u16 = 8;
 /// Bytes before the payload (spec/bitstream.md §3).
 pub const HEADER_LEN: usize = 50;
 /// Bytes after the payload: the CRC-32 (spec/bitstream.md §6).
@@ -121,6 +126,9 @@ pub struct Header {
     /// never one in version 1. The fitted filter's taps are in the payload
     /// ([`Container::edge_filter`]).
     pub edge_filter: EdgeFilterKind,
+    /// Whether the decoder runs the restoration filter after the edge filter
+    /// (spec/bitstream.md §8.7); its taps are in the payload ([`Container::restoration`]).
+    pub restoration: bool,
     /// The model pack the file must be decoded with.
     pub pack_id: PackId,
     /// Signal geometry; also gives the modality.
@@ -205,6 +213,9 @@ impl Header {
             EdgeFilterKind::Quarter => FLAG_EDGE_FILTER,
             EdgeFilterKind::Fitted => FLAG_FITTED_EDGE_FILTER,
         };
+        if self.restoration {
+            flags |= FLAG_RESTORATION_FILTER;
+        }
         b[6..8].copy_from_slice(&flags.to_le_bytes());
         b[8..24].copy_from_slice(self.pack_id.as_bytes());
         let (a, c, ch, bd) = match self.geometry {
@@ -269,12 +280,15 @@ impl Header {
             2 => Modality::Audio,
             v => return Err(field("modality", v.into())),
         };
-        // §3.1: version 1 reserves every flag; version 2 defines bits 0 to 2.
+        // §3.1: version 1 reserves every flag; version 2 defines bits 0 to 3.
         let flags = u16_at(6);
         let defined = if version == 1 {
             0
         } else {
-            FLAG_NEIGHBOUR_CONTEXTS | FLAG_EDGE_FILTER | FLAG_FITTED_EDGE_FILTER
+            FLAG_NEIGHBOUR_CONTEXTS
+                | FLAG_EDGE_FILTER
+                | FLAG_FITTED_EDGE_FILTER
+                | FLAG_RESTORATION_FILTER
         };
         if flags & !defined != 0 {
             return Err(Error::Unsupported(format!(
@@ -375,14 +389,16 @@ impl Header {
         if payload_len % 4 != 0 {
             return Err(FormatError::PayloadAlignment(payload_len.into()).into());
         }
-        // §5.3.1 order 13: the fitted filter's block is part of the payload.
-        if edge_filter == EdgeFilterKind::Fitted && (payload_len as usize) < EDGE_FILTER_BLOCK_LEN {
+        // §5.3.1 order 13: the filters' blocks are part of the payload.
+        let restoration = flags & FLAG_RESTORATION_FILTER != 0;
+        if (payload_len as usize) < blocks_len(edge_filter, restoration) {
             return Err(field("payload_len", payload_len.into()));
         }
         Ok(Header {
             version,
             coding,
             edge_filter,
+            restoration,
             pack_id,
             geometry,
             tile_width,
@@ -433,6 +449,7 @@ impl Limits {
     ///     version: 2,
     ///     coding: ipc_codec::entropy::PayloadCoding::PerElement,
     ///     edge_filter: ipc_codec::edge_filter::EdgeFilterKind::Quarter,
+    ///     restoration: false,
     ///     pack_id: PackId::from_bytes([0; 16]),
     ///     geometry: Geometry::Image { width: u32::MAX, height: u32::MAX, channels: 3, bit_depth: 8 },
     ///     tile_width: 32,
@@ -495,9 +512,26 @@ pub struct Container<'a> {
     /// The edge filter the decoder runs, with the fitted filter's taps
     /// (spec/bitstream.md §8.5, §8.6).
     pub edge_filter: EdgeFilter,
+    /// The restoration filter's taps, when the file has one (spec/bitstream.md §8.7).
+    pub restoration: Option<RestorationTaps>,
     /// The entropy-coded payload: the range-coder stream of spec/bitstream.md §7
-    /// (after the edge filter block, when the file has one).
+    /// (after the filters' blocks, when the file has them).
     pub payload: &'a [u8],
+}
+
+/// The bytes the filters' blocks take at the start of the payload (spec/bitstream.md
+/// §7, §8.6, §8.7).
+fn blocks_len(edge_filter: EdgeFilterKind, restoration: bool) -> usize {
+    let edge = if edge_filter == EdgeFilterKind::Fitted {
+        EDGE_FILTER_BLOCK_LEN
+    } else {
+        0
+    };
+    edge + if restoration {
+        RESTORATION_BLOCK_LEN
+    } else {
+        0
+    }
 }
 
 impl<'a> Container<'a> {
@@ -521,8 +555,8 @@ impl<'a> Container<'a> {
         let body_end = bytes.len() - TRAILER_LEN;
         verify_checksum(&bytes[..body_end], &bytes[body_end..])?;
         let payload = &bytes[HEADER_LEN..body_end];
-        // §5.5, §8.6: the edge filter block comes first; Header::parse made sure
-        // the payload holds it.
+        // §5.5, §8.6, §8.7: the filters' blocks come first, the edge filter's before the
+        // restoration filter's; Header::parse made sure the payload holds them.
         let (edge_filter, payload) = match header.edge_filter {
             EdgeFilterKind::Off => (EdgeFilter::Off, payload),
             EdgeFilterKind::Quarter => (EdgeFilter::Quarter, payload),
@@ -536,9 +570,21 @@ impl<'a> Container<'a> {
                 (EdgeFilter::Fitted(taps), rest)
             }
         };
+        let (restoration, payload) = if header.restoration {
+            let (block, rest) = payload.split_at(RESTORATION_BLOCK_LEN);
+            let block: &[u8; RESTORATION_BLOCK_LEN] =
+                block.try_into().expect("split at its length");
+            let taps = RestorationTaps::from_block(block).map_err(|_| {
+                Error::Unsupported("reserved bytes of the restoration filter block are set".into())
+            })?;
+            (Some(taps), rest)
+        } else {
+            (None, payload)
+        };
         Ok(Container {
             header,
             edge_filter,
+            restoration,
             payload,
         })
     }
@@ -577,26 +623,29 @@ pub fn write_file(header: &Header, payload: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// [`write_file`] with `edge_filter`: it sets the header's flag and, for the fitted
-/// filter, writes the filter's block before the range-coded `payload`
-/// (spec/bitstream.md §8.6).
+/// [`write_file`] with `edge_filter` and `restoration`: it sets the header's flags and
+/// writes the fitted filters' blocks before the range-coded `payload`
+/// (spec/bitstream.md §8.6, §8.7).
 pub fn write_file_with(
     header: &Header,
     edge_filter: EdgeFilter,
+    restoration: Option<RestorationTaps>,
     payload: &[u8],
 ) -> Result<Vec<u8>, Error> {
     let header = Header {
         edge_filter: edge_filter.kind(),
+        restoration: restoration.is_some(),
         ..header.clone()
     };
-    match edge_filter {
-        EdgeFilter::Fitted(taps) => {
-            let mut with_block = taps.to_block().to_vec();
-            with_block.extend_from_slice(payload);
-            write_file(&header, &with_block)
-        }
-        _ => write_file(&header, payload),
+    let mut with_blocks = Vec::with_capacity(payload.len() + 32);
+    if let EdgeFilter::Fitted(taps) = edge_filter {
+        with_blocks.extend_from_slice(&taps.to_block());
     }
+    if let Some(taps) = restoration {
+        with_blocks.extend_from_slice(&taps.to_block());
+    }
+    with_blocks.extend_from_slice(payload);
+    write_file(&header, &with_blocks)
 }
 
 #[cfg(test)]
@@ -608,6 +657,7 @@ mod tests {
             version: FORMAT_VERSION,
             coding: PayloadCoding::NeighbourContexts,
             edge_filter: EdgeFilterKind::Quarter,
+            restoration: false,
             pack_id: PackId::from_bytes([7; 16]),
             geometry: Geometry::Image {
                 width: 33,
@@ -632,7 +682,7 @@ mod tests {
 
     #[test]
     fn versions_and_flags() {
-        // §3.1: version 2 defines flag bits 0 to 2; version 1 reserves every flag.
+        // §3.1: version 2 defines flag bits 0 to 3; version 1 reserves every flag.
         let v2 = sample_header().to_bytes();
         assert_eq!((v2[4], v2[6], v2[7]), (2, 3, 0));
         let plain = Header {
@@ -655,7 +705,7 @@ mod tests {
             Header::parse(&flagged_v1).unwrap_err().code(),
             "unsupported"
         );
-        for (byte, bit) in [(6, 8u8), (7, 0x80)] {
+        for (byte, bit) in [(6, 16u8), (7, 0x80)] {
             let mut reserved = v2;
             reserved[byte] |= bit;
             let err = Header::parse(&reserved).unwrap_err();
@@ -676,6 +726,20 @@ mod tests {
         let short = Header {
             payload_len: 12,
             ..fitted.clone()
+        };
+        let err = Header::parse(&short.to_bytes()).unwrap_err();
+        assert_eq!(err.code(), "invalid-field", "{err}");
+        // Bit 3, the restoration filter: 16 more bytes of blocks.
+        let both = Header {
+            restoration: true,
+            payload_len: 32,
+            ..fitted.clone()
+        };
+        assert_eq!(both.to_bytes()[6], 13);
+        assert_eq!(Header::parse(&both.to_bytes()).unwrap(), both);
+        let short = Header {
+            payload_len: 28,
+            ..both.clone()
         };
         let err = Header::parse(&short.to_bytes()).unwrap_err();
         assert_eq!(err.code(), "invalid-field", "{err}");

@@ -9,6 +9,7 @@ use crate::edge_filter::{self, EdgeFilter};
 use crate::entropy::{PayloadCoding, VModel};
 use crate::error::{Error, FormatError};
 use crate::pack::ModelPack;
+use crate::restoration::{self, RestorationTaps};
 use crate::synthesis::TileSynthesizer;
 
 /// Options of [`Decoder`].
@@ -136,7 +137,12 @@ impl<'p> Decoder<'p> {
     /// ```
     pub fn decode_container(&self, container: &Container<'_>) -> Result<Decoded, Error> {
         let v = self.quantised_v(container)?;
-        self.synthesise(&container.header, container.edge_filter, &v)
+        self.synthesise(
+            &container.header,
+            container.edge_filter,
+            container.restoration,
+            &v,
+        )
     }
 
     /// Decodes a file from a reader, reading no more than the header declares (plus one
@@ -182,7 +188,13 @@ impl<'p> Decoder<'p> {
         }
         let v = self.quantised_v(container)?;
         self.render_image(header, &v, |i, x| buf[i] = to_u8(x));
-        filter_image_edges(header, container.edge_filter, buf);
+        filter_image_edges(
+            header,
+            container.edge_filter,
+            container.restoration,
+            self.options.threads,
+            buf,
+        );
         Ok(())
     }
 
@@ -262,6 +274,7 @@ impl<'p> Decoder<'p> {
         &self,
         header: &Header,
         edge_filter: EdgeFilter,
+        restoration: Option<RestorationTaps>,
         q: &[i32],
     ) -> Result<Decoded, Error> {
         Ok(match header.geometry {
@@ -275,12 +288,24 @@ impl<'p> Decoder<'p> {
                 let pixels = if bit_depth == 8 {
                     let mut px = vec![0u8; n];
                     self.render_image(header, q, |i, x| px[i] = to_u8(x));
-                    filter_image_edges(header, edge_filter, &mut px);
+                    filter_image_edges(
+                        header,
+                        edge_filter,
+                        restoration,
+                        self.options.threads,
+                        &mut px,
+                    );
                     ImagePixels::U8(px)
                 } else {
                     let mut px = vec![0u16; n];
                     self.render_image(header, q, |i, x| px[i] = (x * 65535.0).round() as u16);
-                    filter_image_edges(header, edge_filter, &mut px);
+                    filter_image_edges(
+                        header,
+                        edge_filter,
+                        restoration,
+                        self.options.threads,
+                        &mut px,
+                    );
                     ImagePixels::U16(px)
                 };
                 Decoded::Image(DecodedImage {
@@ -315,6 +340,9 @@ impl<'p> Decoder<'p> {
                 });
                 // §8.5, §8.6.
                 edge_filter::apply_audio(&mut samples, chans, chunk, &edge_filter);
+                if let Some(taps) = &restoration {
+                    restoration::restore_audio(&mut samples, chans, taps);
+                }
                 Decoded::Audio(DecodedAudio {
                     sample_rate,
                     channels,
@@ -325,8 +353,15 @@ impl<'p> Decoder<'p> {
     }
 }
 
-/// Applies a decoded image's edge filter (spec/bitstream.md §8.5, §8.6).
-fn filter_image_edges<S: edge_filter::Sample>(header: &Header, filter: EdgeFilter, px: &mut [S]) {
+/// Applies a decoded image's edge filter and restoration filter (spec/bitstream.md
+/// §8.5, §8.6, §8.7).
+fn filter_image_edges<S: edge_filter::Sample + Send + Sync>(
+    header: &Header,
+    filter: EdgeFilter,
+    restoration: Option<RestorationTaps>,
+    threads: usize,
+    px: &mut [S],
+) {
     let Geometry::Image {
         width,
         height,
@@ -342,9 +377,33 @@ fn filter_image_edges<S: edge_filter::Sample>(header: &Header, filter: EdgeFilte
         usize::from(header.tile_height),
     );
     edge_filter::apply_image(px, size, tile, &filter);
+    if let Some(taps) = &restoration {
+        restoration::restore_image(px, size, taps, threads);
+    }
 }
 
 impl Decoded {
+    /// Runs the restoration filter (spec/bitstream.md §8.7) over decoded samples, as a
+    /// decoder does after the edge filter of a file with those taps.
+    pub(crate) fn restore(&mut self, taps: &RestorationTaps, threads: usize) {
+        match self {
+            Decoded::Image(img) => {
+                let size = (
+                    img.width as usize,
+                    img.height as usize,
+                    usize::from(img.channels),
+                );
+                match &mut img.pixels {
+                    ImagePixels::U8(px) => restoration::restore_image(px, size, taps, threads),
+                    ImagePixels::U16(px) => restoration::restore_image(px, size, taps, threads),
+                }
+            }
+            Decoded::Audio(a) => {
+                restoration::restore_audio(&mut a.samples, usize::from(a.channels), taps)
+            }
+        }
+    }
+
     /// Runs an edge filter (spec/bitstream.md §8.5, §8.6) over decoded samples, as a
     /// decoder does for a file with that filter and tiles of `tile_width x tile_height`
     /// (audio: chunks of `tile_width`).

@@ -54,6 +54,7 @@ mod ids;
 pub mod metrics;
 pub mod pack;
 pub mod parallel;
+pub mod restoration;
 pub mod rng;
 pub mod synthesis;
 

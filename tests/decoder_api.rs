@@ -217,6 +217,99 @@ fn the_fitted_edge_filter_is_the_spec_filter_on_the_unfiltered_samples() {
 }
 
 #[test]
+fn the_restoration_filter_is_the_spec_filter_on_the_unfiltered_samples() {
+    use ipc_codec::restoration::RestorationTaps;
+    // Large taps, so that clamping to the sample range happens too.
+    let taps = RestorationTaps {
+        spatial: [20, -10, 5, 7, -3, 30, 2, -8, 4, 12, -6, 9],
+        cross: -25,
+    };
+    let diamond: [(i64, i64); 12] = [
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (1, -2),
+        (1, -1),
+        (1, 0),
+        (1, 1),
+        (1, 2),
+        (2, -1),
+        (2, 0),
+        (2, 1),
+        (3, 0),
+    ];
+    let c: Vec<i64> = taps.spatial.iter().map(|&x| i64::from(x)).collect();
+    let k = i64::from(taps.cross);
+    let format = FileFormat {
+        restoration: Some(taps),
+        edge_filter: ipc_codec::edge_filter::EdgeFilter::Off,
+        ..FileFormat::default_for(&pack(SyntheticPack::small_image()))
+    };
+
+    let pack_i = pack(SyntheticPack::small_image());
+    let (w, h) = (13usize, 11usize);
+    let (plain, v) = random_file(&pack_i, rgb(w as u32, h as u32), 9);
+    let restored =
+        encode_quantised_as(&pack_i, rgb(w as u32, h as u32), 1, None, &v, format).unwrap();
+    let input = decoded_u8(&pack_i, &plain);
+    let s = |y: i64, x: i64, ch: usize| {
+        let (y, x) = (
+            y.clamp(0, h as i64 - 1) as usize,
+            x.clamp(0, w as i64 - 1) as usize,
+        );
+        input[(y * w + x) * 3 + ch]
+    };
+    let mut want = input.clone();
+    for y in 0..h as i64 {
+        for x in 0..w as i64 {
+            for ch in 0..3 {
+                let own = s(y, x, ch);
+                let mut sum: i64 = diamond
+                    .iter()
+                    .zip(&c)
+                    .map(|(&(dy, dx), &cj)| {
+                        cj * (s(y + dy, x + dx, ch) + s(y - dy, x - dx, ch) - 2 * own)
+                    })
+                    .sum();
+                let others: i64 = (0..3).filter(|&o| o != ch).map(|o| s(y, x, o)).sum();
+                sum += k * (others - 2 * own);
+                want[(y as usize * w + x as usize) * 3 + ch] =
+                    (own + (sum + 64).div_euclid(128)).clamp(0, 255);
+            }
+        }
+    }
+    let got = decoded_u8(&pack_i, &restored);
+    assert_ne!(got, input, "the filter changed nothing");
+    assert_eq!(got, want);
+
+    // Audio, stereo: each channel on its own, no cross-channel term.
+    let pack_a = pack_audio();
+    let frames = 150usize;
+    let geometry = Geometry::Audio {
+        sample_rate: 16_000,
+        frames: frames as u32,
+        channels: 2,
+        bit_depth: 16,
+    };
+    let (plain, v) = random_file(&pack_a, geometry, 10);
+    let restored = encode_quantised_as(&pack_a, geometry, 1, None, &v, format).unwrap();
+    let input = decoded_i16(&pack_a, &plain);
+    let mut want = input.clone();
+    for ch in 0..2 {
+        let s = |f: i64| input[f.clamp(0, frames as i64 - 1) as usize * 2 + ch];
+        for f in 0..frames as i64 {
+            let sum: i64 = (0..12)
+                .map(|j| c[j] * (s(f + j as i64 + 1) + s(f - j as i64 - 1) - 2 * s(f)))
+                .sum();
+            want[f as usize * 2 + ch] = (s(f) + (sum + 64).div_euclid(128)).clamp(-32767, 32767);
+        }
+    }
+    let got = decoded_i16(&pack_a, &restored);
+    assert_ne!(got, input, "the filter changed nothing");
+    assert_eq!(got, want);
+}
+
+#[test]
 fn image_pixels_are_the_synthesised_tiles_cropped_and_rounded() {
     let pack = pack(SyntheticPack::small_image());
     let (w, h) = (19u32, 10u32);

@@ -111,6 +111,7 @@ fn encode_and_decode(pack: &ModelPack, geometry: Geometry, level: u8) -> (Vec<u8
         version: ipc_codec::container::FORMAT_VERSION,
         coding: ipc_codec::entropy::PayloadCoding::PerElement,
         edge_filter: ipc_codec::edge_filter::EdgeFilterKind::Off,
+        restoration: false,
         pack_id: pack.id(),
         geometry,
         tile_width: cfg.tile_width as u16,

@@ -323,8 +323,9 @@ pub struct EncodeArgs {
     pub strict_target: bool,
 
     /// Bitstream version to write: 2 (neighbour contexts when the pack has their
-    /// tables, and the edge filter that suits the signal: the fixed one or taps fitted
-    /// to it) or 1 (for decoders older than version 2)
+    /// tables, the edge filter that suits the signal, the fixed one or taps fitted to
+    /// it, and a restoration filter fitted to it when it pays) or 1 (for decoders older
+    /// than version 2)
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub format_version: u8,
 

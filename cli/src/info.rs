@@ -402,10 +402,13 @@ fn tool_names(h: &Header) -> Vec<&'static str> {
         EdgeFilterKind::Quarter => tools.push("edge-filter"),
         EdgeFilterKind::Fitted => tools.push("fitted-edge-filter"),
     }
+    if h.restoration {
+        tools.push("restoration-filter");
+    }
     tools
 }
 
-/// The coding tools of a file, in words (spec/bitstream.md §3.1, §7.5, §8.5, §8.6).
+/// The coding tools of a file, in words (spec/bitstream.md §3.1, §7.5, §8.5 to §8.7).
 fn coding_tools(h: &Header) -> String {
     let mut tools = Vec::new();
     if h.coding == PayloadCoding::NeighbourContexts {
@@ -417,6 +420,11 @@ fn coding_tools(h: &Header) -> String {
         EdgeFilterKind::Fitted => tools.push(
             "fitted edge filter (three samples either side of tile edges corrected by taps fitted to this signal, spec §8.6)",
         ),
+    }
+    if h.restoration {
+        tools.push(
+            "restoration filter (every sample corrected by taps fitted to this signal, spec §8.7)",
+        );
     }
     if tools.is_empty() {
         "none (version 1 coding: one table per element of V, no edge filter)".into()

@@ -1,6 +1,6 @@
 //! Arbitrary bytes through the whole decoder: container parsing, limits, pack checks,
 //! entropy decoding (both payload codings of spec/bitstream.md §7), synthesis and the
-//! edge filters (§8.5, and §8.6 with its block of taps). The packs are the conformance packs; inputs that name one (seeded from
+//! filters (§8.5, and §8.6 and §8.7 with their blocks of taps). The packs are the conformance packs; inputs that name one (seeded from
 //! codec-tests/vectors) reach the payload decoder. Each input is also decoded with its
 //! checksum made right, so that mutated payloads get past the CRC. The in-memory and
 //! streaming decoders must agree on every input.

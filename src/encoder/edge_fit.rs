@@ -60,7 +60,7 @@ pub(crate) fn fit_taps(
     }
     let mut taps = [[0i8; 5]; 3];
     for t in 0..3 {
-        let c = solve5(gram, rhs[t]);
+        let c = solve(gram, rhs[t]);
         for k in 0..5 {
             taps[t][k] = (c[k] * 128.0).round().clamp(-128.0, 127.0) as i8;
         }
@@ -71,7 +71,7 @@ pub(crate) fn fit_taps(
 /// The decoded samples as integers and the original at the same scale, by index, with
 /// the `(width, height, channels)` the filter sees (audio: one frame high).
 #[allow(clippy::type_complexity)]
-fn samples_of<'a>(
+pub(crate) fn samples_of<'a>(
     signal: &'a Signal,
     decoded: &'a Decoded,
 ) -> Option<(
@@ -100,11 +100,11 @@ fn samples_of<'a>(
     })
 }
 
-/// Solves the symmetric positive definite system `a x = b` (Gaussian elimination with
-/// partial pivoting; the system is 5 x 5).
-fn solve5(mut a: [[f64; 5]; 5], mut b: [f64; 5]) -> [f64; 5] {
-    for col in 0..5 {
-        let pivot = (col..5)
+/// Solves the symmetric positive definite system `a x = b` of the normal equations of
+/// a least-squares fit (Gaussian elimination with partial pivoting).
+pub(crate) fn solve<const N: usize>(mut a: [[f64; N]; N], mut b: [f64; N]) -> [f64; N] {
+    for col in 0..N {
+        let pivot = (col..N)
             .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
             .expect("non-empty range");
         a.swap(col, pivot);
@@ -113,7 +113,7 @@ fn solve5(mut a: [[f64; 5]; 5], mut b: [f64; 5]) -> [f64; 5] {
             continue;
         }
         let pivot_row = a[col];
-        for row in col + 1..5 {
+        for row in col + 1..N {
             let f = a[row][col] / pivot_row[col];
             for (x, &p) in a[row].iter_mut().zip(&pivot_row).skip(col) {
                 *x -= f * p;
@@ -121,9 +121,9 @@ fn solve5(mut a: [[f64; 5]; 5], mut b: [f64; 5]) -> [f64; 5] {
             b[row] -= f * b[col];
         }
     }
-    let mut x = [0f64; 5];
-    for row in (0..5).rev() {
-        let rest: f64 = (row + 1..5).map(|k| a[row][k] * x[k]).sum();
+    let mut x = [0f64; N];
+    for row in (0..N).rev() {
+        let rest: f64 = (row + 1..N).map(|k| a[row][k] * x[k]).sum();
         x[row] = if a[row][row].abs() < 1e-300 {
             0.0
         } else {
@@ -192,7 +192,7 @@ mod tests {
     use crate::encoder::AudioSignal;
 
     #[test]
-    fn solve5_solves() {
+    fn solve_solves() {
         let a = [
             [4.0, 1.0, 0.0, 0.0, 0.5],
             [1.0, 3.0, 0.2, 0.0, 0.0],
@@ -202,7 +202,7 @@ mod tests {
         ];
         let x = [1.0, -2.0, 0.5, 3.0, -1.5];
         let b: [f64; 5] = std::array::from_fn(|i| (0..5).map(|k| a[i][k] * x[k]).sum());
-        let got = solve5(a, b);
+        let got = solve(a, b);
         for k in 0..5 {
             assert!((got[k] - x[k]).abs() < 1e-12, "{got:?}");
         }

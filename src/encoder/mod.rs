@@ -40,11 +40,13 @@ use crate::entropy::{PayloadCoding, VModel};
 use crate::error::{Error, FormatError};
 use crate::metrics;
 use crate::pack::ModelPack;
+use crate::restoration::RestorationTaps;
 
 mod edge_fit;
 pub mod hypernet;
 pub mod network;
 pub mod refine;
+mod restoration_fit;
 pub mod tiling;
 
 pub use hypernet::HyperNetwork;
@@ -126,9 +128,9 @@ impl FromStr for Method {
 }
 
 /// The revision of this encoder's output: raised whenever the same pack, signal and
-/// settings give another file (2: the fitted edge filter and edge weights of stop 12).
-/// Tools that cache encodes, like `bench rd`, key them on it.
-pub const ENCODER_REVISION: u32 = 2;
+/// settings give another file (2: the fitted edge filter and edge weights of stop 12;
+/// 3: the restoration filter). Tools that cache encodes, like `bench rd`, key them on it.
+pub const ENCODER_REVISION: u32 = 3;
 
 /// How much more refinement weighs the samples beside internal tile edges than the
 /// others, by default: 0.3, that is weight 1.3. Tiles are synthesised independently and
@@ -596,13 +598,24 @@ impl<'p> Encoder<'p> {
             // (edge_fit); the decoder applies it to exactly these samples.
             let (header, payload) =
                 header_and_payload(self.pack, signal.geometry(), level, None, &q, format)?;
-            let unfiltered = write_file_with(&header, EdgeFilter::Off, &payload)?;
+            let unfiltered = write_file_with(&header, EdgeFilter::Off, None, &payload)?;
             let tile = (cfg.tile_width, cfg.tile_height);
             let bits = 8 * unfiltered.len() as u64;
             let choice = edge_fit::choose(signal, self.decoder.decode(&unfiltered)?, tile, bits);
-            let file = write_file_with(&header, choice.filter, &payload)?;
-            debug_assert_eq!(self.decoder.decode(&file).ok(), Some(choice.decoded));
-            (file, choice.psnr)
+            // Then the restoration filter on what the edge filter left (§8.7).
+            let (restoration, decoded, psnr) = match restoration_fit::choose(
+                signal,
+                &choice.decoded,
+                choice.psnr,
+                bits,
+                self.config.threads,
+            ) {
+                Some((taps, decoded, psnr)) => (Some(taps), decoded, psnr),
+                None => (None, choice.decoded, choice.psnr),
+            };
+            let file = write_file_with(&header, choice.filter, restoration, &payload)?;
+            debug_assert_eq!(self.decoder.decode(&file).ok(), Some(decoded));
+            (file, psnr)
         };
         let rate = metrics::file_rate(&signal.geometry(), file.len() as u64);
         Ok(Encoded {
@@ -774,6 +787,10 @@ pub struct FileFormat {
     /// `Off` with the one that suits the signal best (none, the quarter rule or fitted
     /// taps); [`encode_quantised_as`] writes the one given.
     pub edge_filter: EdgeFilter,
+    /// The restoration filter's taps (spec/bitstream.md §8.7); `None` in version 1.
+    /// [`encode_quantised_as`] writes what is given; the [`Encoder`] fits taps to the
+    /// signal in every version-2 file and keeps them when they pay for their block.
+    pub restoration: Option<RestorationTaps>,
 }
 
 impl FileFormat {
@@ -782,6 +799,7 @@ impl FileFormat {
         version: 1,
         coding: PayloadCoding::PerElement,
         edge_filter: EdgeFilter::Off,
+        restoration: None,
     };
 
     /// The format new files are written in: version 2, with the quarter-rule edge
@@ -797,6 +815,7 @@ impl FileFormat {
                 PayloadCoding::PerElement
             },
             edge_filter: EdgeFilter::Quarter,
+            restoration: None,
         }
     }
 }
@@ -812,7 +831,7 @@ pub fn encode_quantised_as(
     format: FileFormat,
 ) -> Result<Vec<u8>, Error> {
     let (header, payload) = header_and_payload(pack, geometry, quality_level, step_q16, v, format)?;
-    write_file_with(&header, format.edge_filter, &payload)
+    write_file_with(&header, format.edge_filter, format.restoration, &payload)
 }
 
 /// The header (without its payload length and edge filter) and the range-coded payload
@@ -841,6 +860,7 @@ fn header_and_payload(
         coding: format.coding,
         // write_file_with sets the filter's flag with its block.
         edge_filter: EdgeFilterKind::Off,
+        restoration: false,
         pack_id: pack.id(),
         geometry,
         tile_width: u16::try_from(cfg.tile_width).expect("validated pack"),

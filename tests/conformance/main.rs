@@ -183,6 +183,9 @@ vector_tests! { check_valid, VALID:
     valid_image_rgb_42x27_v2_fitted_edge_filter => "image-rgb-42x27-v2-fitted-edge-filter.ipc",
     valid_image_rgb16_20x12_v2_fitted_edge_filter => "image-rgb16-20x12-v2-fitted-edge-filter.ipc",
     valid_audio_stereo_300_v2_fitted_edge_filter => "audio-stereo-300-v2-fitted-edge-filter.ipc",
+    valid_image_rgb_42x27_v2_all_filters => "image-rgb-42x27-v2-all-filters.ipc",
+    valid_image_grey_17x11_v2_restoration => "image-grey-17x11-v2-restoration.ipc",
+    valid_audio_stereo_300_v2_restoration => "audio-stereo-300-v2-restoration.ipc",
 }
 
 vector_tests! { check_invalid, INVALID:
@@ -214,6 +217,8 @@ vector_tests! { check_invalid, INVALID:
     invalid_v2_both_edge_filters => "v2-both-edge-filters.ipc",
     invalid_v2_fitted_filter_payload_too_short => "v2-fitted-filter-payload-too-short.ipc",
     invalid_v2_fitted_filter_reserved_byte => "v2-fitted-filter-reserved-byte.ipc",
+    invalid_v2_restoration_reserved_byte => "v2-restoration-reserved-byte.ipc",
+    invalid_v2_two_blocks_payload_too_short => "v2-two-blocks-payload-too-short.ipc",
 }
 
 #[test]

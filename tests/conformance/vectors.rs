@@ -7,6 +7,7 @@ use ipc_codec::container::{write_file, Header, HEADER_LEN};
 use ipc_codec::edge_filter::{EdgeFilter, EdgeTaps};
 use ipc_codec::entropy::PayloadCoding;
 use ipc_codec::pack::synthetic::SyntheticPack;
+use ipc_codec::restoration::RestorationTaps;
 use ipc_codec::rng::SplitMix64;
 use ipc_codec::{
     encode_quantised_as, Decoded, Decoder, FileFormat, Geometry, ImagePixels, ModelPack,
@@ -92,18 +93,21 @@ const V2_NEIGHBOUR: FileFormat = FileFormat {
     version: 2,
     coding: PayloadCoding::NeighbourContexts,
     edge_filter: EdgeFilter::Quarter,
+    restoration: None,
 };
 /// Version 2 without flags: coded and reconstructed as version 1.
 const V2_PLAIN: FileFormat = FileFormat {
     version: 2,
     coding: PayloadCoding::PerElement,
     edge_filter: EdgeFilter::Off,
+    restoration: None,
 };
 /// Version 2 with the edge filter only.
 const V2_EDGE_FILTER: FileFormat = FileFormat {
     version: 2,
     coding: PayloadCoding::PerElement,
     edge_filter: EdgeFilter::Quarter,
+    restoration: None,
 };
 
 /// Taps of the fitted edge filter (spec/bitstream.md §8.6) for the vectors: of the size
@@ -115,12 +119,35 @@ const V2_NEIGHBOUR_FITTED: FileFormat = FileFormat {
     version: 2,
     coding: PayloadCoding::NeighbourContexts,
     edge_filter: EdgeFilter::Fitted(TAPS),
+    restoration: None,
 };
 /// Version 2 with the fitted edge filter only.
 const V2_FITTED: FileFormat = FileFormat {
     version: 2,
     coding: PayloadCoding::PerElement,
     edge_filter: EdgeFilter::Fitted(TAPS),
+    restoration: None,
+};
+
+/// Taps of the restoration filter (spec/bitstream.md §8.7) for the vectors: as small
+/// as an encoder fits to photos (hence a tolerance of 3 with the fitted edge filter).
+const RESTORATION: RestorationTaps = RestorationTaps {
+    spatial: [3, -1, 1, 0, 1, 2, 1, 0, -1, 1, -1, 1],
+    cross: 2,
+};
+/// Version 2 with neighbour contexts, the fitted edge filter and the restoration filter.
+const V2_ALL_FILTERS: FileFormat = FileFormat {
+    version: 2,
+    coding: PayloadCoding::NeighbourContexts,
+    edge_filter: EdgeFilter::Fitted(TAPS),
+    restoration: Some(RESTORATION),
+};
+/// Version 2 with the restoration filter only.
+const V2_RESTORATION: FileFormat = FileFormat {
+    version: 2,
+    coding: PayloadCoding::PerElement,
+    edge_filter: EdgeFilter::Off,
+    restoration: Some(RESTORATION),
 };
 
 /// Writes everything under `dir` (packs/, vectors/, invalid/, manifest.json).
@@ -413,6 +440,50 @@ pub fn write_all(dir: &Path) {
             .map(|(case, format)| valid_vector(dir, &packs, &mut rng, case, format)),
     );
     v2_invalid.extend(fitted_invalid_vectors(&packs, &mut rng));
+
+    // The restoration filter (spec/bitstream.md §8.7), from its own seed.
+    let mut rng = SplitMix64(2029);
+    let restoration_cases: Vec<(Case, FileFormat)> = vec![
+        (
+            (
+                "image-rgb-42x27-v2-all-filters",
+                "image-neighbour",
+                image(42, 27, 3, 8),
+                2,
+                None,
+                false,
+            ),
+            V2_ALL_FILTERS,
+        ),
+        (
+            (
+                "image-grey-17x11-v2-restoration",
+                "image",
+                image(17, 11, 1, 8),
+                1,
+                None,
+                false,
+            ),
+            V2_RESTORATION,
+        ),
+        (
+            (
+                "audio-stereo-300-v2-restoration",
+                "audio",
+                audio(300, 2),
+                1,
+                None,
+                false,
+            ),
+            V2_RESTORATION,
+        ),
+    ];
+    vectors.extend(
+        restoration_cases
+            .into_iter()
+            .map(|(case, format)| valid_vector(dir, &packs, &mut rng, case, format)),
+    );
+    v2_invalid.extend(restoration_invalid_vectors(&packs, &mut rng));
     for (name, key, bytes, error, what) in v2_invalid {
         write(&dir.join(format!("invalid/{name}.ipc")), &bytes);
         invalid_entries.push(
@@ -493,11 +564,13 @@ fn valid_vector(
         "expected_sha256": sha256_hex(&raw),
         // The edge filter (§8.5) can turn a difference of 1 in the synthesis into 2;
         // each pass of the fitted filter (§8.6), with these vectors' small taps, adds 1.
+        // So can the restoration filter (§8.7), whose small taps here add at most 1.
+        "restoration_filter": file_format.restoration.is_some(),
         "tolerance": { "max_abs": match file_format.edge_filter {
             EdgeFilter::Off => 1,
             EdgeFilter::Quarter => 2,
             EdgeFilter::Fitted(_) => 3,
-        } },
+        } + u8::from(file_format.restoration.is_some()) },
     })
 }
 
@@ -764,9 +837,9 @@ fn v2_invalid_vectors(packs: &Packs, rng: &mut SplitMix64) -> Vec<Invalid> {
         (
             "v2-reserved-flag",
             "image-neighbour",
-            patched(&good, |f| f[6] |= 8),
+            patched(&good, |f| f[6] |= 16),
             "unsupported",
-            "version 2 with flag bit 3 set (reserved)",
+            "version 2 with flag bit 4 set (reserved)",
         ),
         (
             "v2-neighbour-flag-pack-without-tables",
@@ -812,6 +885,35 @@ fn fitted_invalid_vectors(packs: &Packs, rng: &mut SplitMix64) -> Vec<Invalid> {
             patched(&good, |f| f[HEADER_LEN + 15] = 1),
             "unsupported",
             "the reserved byte of the edge filter block is set",
+        ),
+    ]
+}
+
+/// Invalid uses of the restoration filter (spec/bitstream.md §5.3.1, §5.5, §8.7).
+fn restoration_invalid_vectors(packs: &Packs, rng: &mut SplitMix64) -> Vec<Invalid> {
+    let pack = &packs.image;
+    let v = random_v(rng, 6 * 64, false);
+    let both = FileFormat {
+        restoration: Some(RESTORATION),
+        ..V2_FITTED
+    };
+    let good = encode_quantised_as(pack, image(20, 10, 3, 8), 1, None, &v, both).unwrap();
+    let header = Header::parse(&good).unwrap();
+    vec![
+        (
+            "v2-restoration-reserved-byte",
+            "image",
+            // The restoration block follows the edge filter's: its byte 13.
+            patched(&good, |f| f[HEADER_LEN + 16 + 13] = 1),
+            "unsupported",
+            "a reserved byte of the restoration filter block is set",
+        ),
+        (
+            "v2-two-blocks-payload-too-short",
+            "image",
+            write_file(&header, &[0; 28]).unwrap(),
+            "invalid-field",
+            "FITTED_EDGE_FILTER and RESTORATION_FILTER with a payload of 28 bytes, too short for their two blocks",
         ),
     ]
 }
