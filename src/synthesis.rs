@@ -5,7 +5,9 @@
 //! the same for every tile, so the Fourier features and the layers before the modulated
 //! one (`h`, `samples x in_m`) are computed once per pack in [`TileSynthesizer::new`].
 //! Per tile the modulated layer is written as `z = X · F + b` with `X` `samples x r` and
-//! `F` `r x out_m` (column-scaled by weight normalisation, `s_o = 1 / ||Ŵ[:, o]||`):
+//! `F` `r x out_m` (column-scaled by weight normalisation, `s_o = 1 / ||W_m[:, o]||`,
+//! times the layer's learned gain `g_o` where the pack has one; `diag(s)` below stands
+//! for `diag(g_o s_o)`):
 //!
 //! * shared-input (`Ŵ = norm(U V)`, U `[in_m, r]` shared): `X = h U`, the same for every
 //!   tile and computed once per pack, and `F = V diag(s)`;
@@ -40,9 +42,11 @@ pub struct TileSynthesizer<'p> {
 /// backward pass needs besides V.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ModulatedTile {
-    /// The column scales `s_o` (`out_m`; 1 without weight normalisation, 0 for a zero
-    /// column).
+    /// The column scales `g_o s_o` of `F` (`out_m`; 1 without weight normalisation, 0
+    /// for a zero column; `g_o` = 1 without a gain).
     pub(crate) scale: Vec<f64>,
+    /// The inverse column norms `s_o` alone (`out_m`), for the backward pass.
+    inv_norm: Vec<f64>,
     /// `F`, `r x out_m`.
     pub(crate) f: Vec<f32>,
     /// Instance-input only: `X = h V`, `samples x r`.
@@ -216,17 +220,18 @@ impl<'p> TileSynthesizer<'p> {
         let m = &self.pack.contents().modulated;
         let (r, out) = (m.rank, m.outputs);
         debug_assert_eq!(v.len(), cfg.v_len());
-        t.scale.clear();
-        t.scale.resize(out, 1.0);
+        t.inv_norm.clear();
+        t.inv_norm.resize(out, 1.0);
         t.f.resize(r * out, 0.0);
         match cfg.orientation {
             Orientation::SharedInput => {
                 // ||(U V)[:, o]||² = v_oᵀ (UᵀU) v_o with v_o = V[:, o].
                 if cfg.weight_norm {
-                    for (o, s) in t.scale.iter_mut().enumerate() {
+                    for (o, s) in t.inv_norm.iter_mut().enumerate() {
                         *s = inverse_norm(quadratic_form(&self.gram, v, o, out, r));
                     }
                 }
+                self.apply_gain(t);
                 for i in 0..r {
                     for o in 0..out {
                         t.f[i * out + o] = v[i * out + o] * t.scale[o] as f32;
@@ -241,10 +246,11 @@ impl<'p> TileSynthesizer<'p> {
                     for row in v.chunks_exact(r) {
                         accumulate_outer(row, &mut t.gram);
                     }
-                    for (o, s) in t.scale.iter_mut().enumerate() {
+                    for (o, s) in t.inv_norm.iter_mut().enumerate() {
                         *s = inverse_norm(quadratic_form(&t.gram, &m.u, o, out, r));
                     }
                 }
+                self.apply_gain(t);
                 for i in 0..r {
                     for o in 0..out {
                         t.f[i * out + o] = m.u[i * out + o] * t.scale[o] as f32;
@@ -253,6 +259,18 @@ impl<'p> TileSynthesizer<'p> {
                 t.x.clear();
                 t.x.resize(self.samples * r, 0.0);
                 gemm_acc(self.samples, m.inputs, r, &self.h, v, &mut t.x);
+            }
+        }
+    }
+
+    /// `t.scale = g_o s_o` from `t.inv_norm` and the modulated layer's gain
+    /// (spec/model-pack.md §4.2: `Ŵ_m = norm(W_m) · diag(g_m)`).
+    fn apply_gain(&self, t: &mut ModulatedTile) {
+        t.scale.clear();
+        t.scale.extend_from_slice(&t.inv_norm);
+        if let Some(gain) = &self.pack.contents().modulated.gain {
+            for (s, &g) in t.scale.iter_mut().zip(gain) {
+                *s *= f64::from(g);
             }
         }
     }
@@ -283,10 +301,12 @@ impl<'p> TileSynthesizer<'p> {
     /// (`samples x out_m`) for the tile prepared from `v`, into `grad` (V's shape).
     /// `work` is scratch space. Derivation (module docs' notation, `G = dz`):
     ///
-    /// * shared-input: `dF = Xᵀ G`, `dV[:, o] = s_o dF[:, o] - s_o³ (UᵀU v_o) (dF[:, o]
-    ///   · v_o)`;
-    /// * instance-input: `dV = hᵀ (G Fᵀ) + V M`, `M = U diag(c) Uᵀ`, `c_o = -s_o³ (u_o ·
-    ///   (Xᵀ G)[:, o])`, the second term because `s_o` depends on V.
+    /// * shared-input: `dF = Xᵀ G`, `dV[:, o] = g_o s_o dF[:, o] - g_o s_o³ (UᵀU v_o)
+    ///   (dF[:, o] · v_o)`;
+    /// * instance-input: `dV = hᵀ (G Fᵀ) + V M`, `M = U diag(c) Uᵀ`, `c_o = -g_o s_o³
+    ///   (u_o · (Xᵀ G)[:, o])`, the second term because `s_o` depends on V.
+    ///
+    /// (`g_o` = 1 where the layer has no gain.)
     ///
     /// A zero column (`s_o = 0`) contributes no gradient, as the decoder gives it none.
     pub(crate) fn modulated_backward(
@@ -320,7 +340,7 @@ impl<'p> TileSynthesizer<'p> {
         match cfg.orientation {
             Orientation::SharedInput => {
                 for o in 0..out {
-                    let c = t.scale[o];
+                    let (c, s) = (t.scale[o], t.inv_norm[o]);
                     if !cfg.weight_norm {
                         for i in 0..r {
                             grad[i * out + o] = df[i * out + o];
@@ -341,7 +361,7 @@ impl<'p> TileSynthesizer<'p> {
                             .map(|k| self.gram[i * r + k] * f64::from(v[k * out + o]))
                             .sum();
                         grad[i * out + o] =
-                            (c * f64::from(df[i * out + o]) - c * c * c * gv * dot) as f32;
+                            (c * f64::from(df[i * out + o]) - c * s * s * gv * dot) as f32;
                     }
                 }
             }
@@ -353,14 +373,14 @@ impl<'p> TileSynthesizer<'p> {
                 mm.resize(r * r, 0.0);
                 if cfg.weight_norm {
                     for o in 0..out {
-                        let s = t.scale[o];
+                        let s = t.inv_norm[o];
                         if s == 0.0 {
                             continue;
                         }
                         let ds: f64 = (0..r)
                             .map(|j| f64::from(m.u[j * out + o]) * f64::from(df[j * out + o]))
                             .sum();
-                        let c = -ds * s * s * s;
+                        let c = -ds * t.scale[o] * s * s;
                         for i in 0..r {
                             let ui = f64::from(m.u[i * out + o]) * c;
                             for j in 0..r {
@@ -536,7 +556,7 @@ mod tests {
         let c = pack.contents();
         let cfg = &c.config;
         let mut out = Vec::new();
-        let norm = |w: &[f64], inputs: usize, outputs: usize| -> Vec<f64> {
+        let norm = |w: &[f64], inputs: usize, outputs: usize, gain: Option<&[f32]>| {
             let mut w = w.to_vec();
             if cfg.weight_norm {
                 for o in 0..outputs {
@@ -544,8 +564,13 @@ mod tests {
                         .map(|i| w[i * outputs + o].powi(2))
                         .sum::<f64>()
                         .sqrt();
+                    let g = gain.map_or(1.0, |g| f64::from(g[o]));
                     for i in 0..inputs {
-                        w[i * outputs + o] = if n > 0.0 { w[i * outputs + o] / n } else { 0.0 };
+                        w[i * outputs + o] = if n > 0.0 {
+                            g * w[i * outputs + o] / n
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }
@@ -585,11 +610,14 @@ mod tests {
                                 .sum();
                         }
                     }
-                    (norm(&w, inputs, outputs), &m.bias)
+                    (norm(&w, inputs, outputs, m.gain.as_deref()), &m.bias)
                 } else {
                     let layer = c.layers[l].as_ref().unwrap();
                     let w: Vec<f64> = layer.weight.iter().map(|&x| f64::from(x)).collect();
-                    (norm(&w, inputs, outputs), &layer.bias)
+                    (
+                        norm(&w, inputs, outputs, layer.gain.as_deref()),
+                        &layer.bias,
+                    )
                 };
                 let mut y: Vec<f64> = (0..outputs)
                     .map(|o| {
@@ -652,6 +680,31 @@ mod tests {
             ..SyntheticPack::small_image()
         };
         check(deep, 4, 3);
+    }
+
+    #[test]
+    fn fast_path_matches_reference_with_gains() {
+        use crate::pack::WeightGain;
+        for gain in [WeightGain::Output, WeightGain::EveryLayer] {
+            check(SyntheticPack::small_image().with_weight_gain(gain), 20, 2);
+            check(
+                SyntheticPack::small_audio()
+                    .instance_input()
+                    .with_weight_gain(gain),
+                20,
+                2,
+            );
+        }
+        // The gain is applied: the pack differs from the one without gains.
+        let plain = load(&SyntheticPack::small_audio().instance_input());
+        let gained = load(
+            &SyntheticPack::small_audio()
+                .instance_input()
+                .with_weight_gain(WeightGain::EveryLayer),
+        );
+        let v: Vec<f32> = SplitMix64(5).uniform_vec(plain.config().v_len(), 1.0);
+        let (a, b) = (reference_tile(&plain, &v), reference_tile(&gained, &v));
+        assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3));
     }
 
     #[test]

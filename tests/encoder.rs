@@ -7,6 +7,7 @@ use ipc_codec::encoder::{
 };
 use ipc_codec::entropy::PayloadCoding;
 use ipc_codec::pack::synthetic::SyntheticPack;
+use ipc_codec::pack::WeightGain;
 use ipc_codec::rng::SplitMix64;
 use ipc_codec::synthesis::TileSynthesizer;
 use ipc_codec::{Decoded, Decoder, Header, ModelPack};
@@ -114,6 +115,20 @@ fn gradient_matches_finite_differences() {
             SyntheticPack::small_audio().instance_input(),
             true,
             Signal::Audio(audio(150, 2, 13)),
+        ),
+        // Learned gains after the normalisation (spec/model-pack.md §4.2), the modulated
+        // layer's included.
+        (
+            SyntheticPack::small_image().with_weight_gain(WeightGain::EveryLayer),
+            true,
+            Signal::Image(image(11, 9, 3, 15)),
+        ),
+        (
+            SyntheticPack::small_audio()
+                .instance_input()
+                .with_weight_gain(WeightGain::EveryLayer),
+            true,
+            Signal::Audio(audio(150, 2, 16)),
         ),
         (
             SyntheticPack {

@@ -121,6 +121,40 @@ impl Orientation {
     }
 }
 
+/// Which layers scale their normalised weight by a learned gain per output unit
+/// (spec/model-pack.md §3.1 `weight_gain`, §4.2): `Ŵ_l = norm(W_l) · diag(g_l)`, with
+/// `g_l` the tensor `layers.{l}.gain`. Weight normalisation fixes every column's norm
+/// to 1; the gain gives a layer back its scale, which small outputs such as speech
+/// samples need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum WeightGain {
+    /// No gains: `Ŵ_l = norm(W_l)`. The default when the field is absent.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// A gain on the last layer only: one scale per output channel.
+    #[serde(rename = "output")]
+    Output,
+    /// A gain on every layer, the modulated one included.
+    #[serde(rename = "every-layer")]
+    EveryLayer,
+}
+
+impl WeightGain {
+    /// The name used in the configuration JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightGain::None => "none",
+            WeightGain::Output => "output",
+            WeightGain::EveryLayer => "every-layer",
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == WeightGain::None
+    }
+}
+
 /// The pack configuration (spec/model-pack.md §3.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,6 +191,10 @@ pub struct PackConfig {
     pub output_offset: f32,
     /// Whether each output unit's weight vector is scaled to unit L2 norm.
     pub weight_norm: bool,
+    /// Which layers carry a learned gain after normalisation. Absent in the JSON means
+    /// [`WeightGain::None`], so packs written before the field keep their bytes.
+    #[serde(default, skip_serializing_if = "WeightGain::is_default")]
+    pub weight_gain: WeightGain,
     /// Sample rate the audio pack was trained for; absent for images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_rate: Option<u32>,
@@ -210,6 +248,15 @@ impl PackConfig {
         match self.orientation {
             Orientation::SharedInput => (self.rank, outputs),
             Orientation::InstanceInput => (inputs, self.rank),
+        }
+    }
+
+    /// Whether layer `l` has a `layers.{l}.gain` tensor ([`WeightGain`]).
+    pub fn has_gain(&self, l: usize) -> bool {
+        match self.weight_gain {
+            WeightGain::None => false,
+            WeightGain::Output => l + 1 == self.layers,
+            WeightGain::EveryLayer => l < self.layers,
         }
     }
 
@@ -330,6 +377,12 @@ impl PackConfig {
         if modality == Modality::Audio && self.sample_rate.is_none_or(|r| r == 0) {
             return bad("audio packs need a non-zero sample_rate".into());
         }
+        if self.weight_gain != WeightGain::None && !self.weight_norm {
+            return bad(format!(
+                "weight_gain {:?} needs weight_norm true",
+                self.weight_gain.name()
+            ));
+        }
         Ok(())
     }
 }
@@ -345,6 +398,9 @@ pub struct Linear {
     pub weight: Vec<f32>,
     /// `outputs`.
     pub bias: Vec<f32>,
+    /// `outputs`: the learned gain of each normalised column, where the pack's
+    /// [`WeightGain`] gives this layer one ([`PackConfig::has_gain`]).
+    pub gain: Option<Vec<f32>>,
 }
 
 /// The modulated layer's shared parts: `U` and the bias (spec/model-pack.md §4).
@@ -360,6 +416,9 @@ pub struct ModulatedLinear {
     pub u: Vec<f32>,
     /// `outputs`.
     pub bias: Vec<f32>,
+    /// `outputs`: the learned gain of each column of `norm(W_m)`, where the pack's
+    /// [`WeightGain`] gives the modulated layer one.
+    pub gain: Option<Vec<f32>>,
 }
 
 /// The entropy model of V at every quality level (spec/model-pack.md §5).
@@ -402,6 +461,38 @@ fn i32_bytes(v: impl IntoIterator<Item = i32>) -> Vec<u8> {
 }
 
 impl PackContents {
+    /// The `layers.{l}.gain` tensor of layer `l` with `outputs` units, if the
+    /// configuration gives the layer a gain; an error if `gain` does not match it.
+    #[allow(clippy::type_complexity)]
+    fn gain_tensor(
+        &self,
+        l: usize,
+        outputs: usize,
+        gain: Option<&[f32]>,
+    ) -> Result<Option<(String, Dtype, Vec<usize>, Vec<u8>)>, PackError> {
+        match (self.config.has_gain(l), gain) {
+            (false, None) => Ok(None),
+            (true, Some(g)) if g.len() == outputs => Ok(Some((
+                format!("layers.{l}.gain"),
+                Dtype::F32,
+                vec![outputs],
+                f32_bytes(g),
+            ))),
+            (true, Some(g)) => Err(PackError::Write(format!(
+                "layer {l} has {} gains for {outputs} outputs",
+                g.len()
+            ))),
+            (true, None) => Err(PackError::Write(format!(
+                "weight_gain {:?} needs a gain on layer {l}",
+                self.config.weight_gain.name()
+            ))),
+            (false, Some(_)) => Err(PackError::Write(format!(
+                "layer {l} has a gain but weight_gain is {:?}",
+                self.config.weight_gain.name()
+            ))),
+        }
+    }
+
     /// Serialises to the decompressed safetensors bytes (spec/model-pack.md §2–§5).
     pub fn to_safetensors(&self) -> Result<Vec<u8>, PackError> {
         self.config.validate()?;
@@ -429,6 +520,7 @@ impl PackContents {
                     vec![u.outputs],
                     f32_bytes(&u.bias),
                 ));
+                owned.extend(self.gain_tensor(l, u.outputs, u.gain.as_deref())?);
                 continue;
             }
             let layer = layer
@@ -446,6 +538,7 @@ impl PackContents {
                 vec![layer.outputs],
                 f32_bytes(&layer.bias),
             ));
+            owned.extend(self.gain_tensor(l, layer.outputs, layer.gain.as_deref())?);
         }
         let e = &self.entropy;
         owned.push((
@@ -587,6 +680,11 @@ impl ModelPack {
         for l in 0..config.layers {
             let (inputs, outputs) = config.layer_shape(l);
             let bias = read_f32(&st, &format!("layers.{l}.bias"), &[outputs])?;
+            let gain = if config.has_gain(l) {
+                Some(read_f32(&st, &format!("layers.{l}.gain"), &[outputs])?)
+            } else {
+                None
+            };
             if l == m {
                 let (u_rows, u_cols) = config.u_shape();
                 let u = read_f32(&st, &format!("layers.{l}.u"), &[u_rows, u_cols])?;
@@ -596,6 +694,7 @@ impl ModelPack {
                     rank: config.rank,
                     u,
                     bias,
+                    gain,
                 });
                 layers.push(None);
             } else {
@@ -605,6 +704,7 @@ impl ModelPack {
                     outputs,
                     weight,
                     bias,
+                    gain,
                 }));
             }
         }
@@ -709,6 +809,14 @@ impl ModelPack {
                     if contents.config.weight_norm {
                         normalise_columns(&mut l.weight, l.inputs, l.outputs);
                     }
+                    // §4.2: Ŵ_l = norm(W_l) · diag(g_l), folded in once here.
+                    if let Some(gain) = &l.gain {
+                        for row in l.weight.chunks_exact_mut(l.outputs) {
+                            for (x, &g) in row.iter_mut().zip(gain) {
+                                *x *= g;
+                            }
+                        }
+                    }
                     l
                 })
             })
@@ -736,7 +844,8 @@ impl ModelPack {
         &self.contents
     }
 
-    /// Shared layer `l` with weight normalisation applied; `None` for the modulated layer.
+    /// Shared layer `l` with weight normalisation and its gain applied; `None` for the
+    /// modulated layer.
     pub fn normalised_layer(&self, l: usize) -> Option<&Linear> {
         self.normalised.get(l).and_then(Option::as_ref)
     }

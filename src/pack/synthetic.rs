@@ -5,7 +5,7 @@
 
 use super::{
     EntropyTables, Linear, ModulatedLinear, Orientation, PackConfig, PackContents, QualityLevel,
-    PACK_FORMAT_VERSION,
+    WeightGain, PACK_FORMAT_VERSION,
 };
 use crate::container::Modality;
 use crate::entropy::{FrequencyTable, NEIGHBOUR_CLASSES};
@@ -40,6 +40,8 @@ pub struct SyntheticPack {
     pub seed: u64,
     /// Whether the pack has neighbour tables (spec/model-pack.md §5.1).
     pub neighbour_tables: bool,
+    /// Which layers carry a learned gain (spec/model-pack.md §4.2).
+    pub weight_gain: WeightGain,
 }
 
 impl SyntheticPack {
@@ -59,6 +61,7 @@ impl SyntheticPack {
             quality_levels: 3,
             seed: 1,
             neighbour_tables: false,
+            weight_gain: WeightGain::None,
         }
     }
 
@@ -78,6 +81,7 @@ impl SyntheticPack {
             quality_levels: 2,
             seed: 2,
             neighbour_tables: false,
+            weight_gain: WeightGain::None,
         }
     }
 
@@ -98,6 +102,7 @@ impl SyntheticPack {
             quality_levels: 6,
             seed: 3,
             neighbour_tables: false,
+            weight_gain: WeightGain::None,
         }
     }
 
@@ -115,6 +120,16 @@ impl SyntheticPack {
     pub fn with_neighbour_tables(self) -> SyntheticPack {
         SyntheticPack {
             neighbour_tables: true,
+            ..self
+        }
+    }
+
+    /// The same pack with gains on the layers `gain` names (spec/model-pack.md §4.2),
+    /// drawn from their own seed so that the other weights are those of the pack
+    /// without gains.
+    pub fn with_weight_gain(self, gain: WeightGain) -> SyntheticPack {
+        SyntheticPack {
+            weight_gain: gain,
             ..self
         }
     }
@@ -142,6 +157,7 @@ impl SyntheticPack {
             tile_height: self.tile_height,
             output_offset: offset,
             weight_norm: true,
+            weight_gain: self.weight_gain,
             sample_rate,
             quality_levels: (0..self.quality_levels)
                 .map(|q| QualityLevel {
@@ -178,6 +194,7 @@ impl SyntheticPack {
                         }
                     },
                     bias: rng.uniform_vec(outputs, 0.1),
+                    gain: None,
                 });
                 layers.push(None);
             } else {
@@ -186,7 +203,28 @@ impl SyntheticPack {
                     outputs,
                     weight: rng.uniform_vec(inputs * outputs, scale),
                     bias: rng.uniform_vec(outputs, 0.1),
+                    gain: None,
                 }));
+            }
+        }
+        // Gains in [0.5, 1.5), from a generator of their own: the draws above stay
+        // those of the pack without gains.
+        let mut gain_rng = SplitMix64(self.seed ^ 0x6761_696e);
+        let mut gains = |outputs: usize| {
+            gain_rng
+                .uniform_vec(outputs, 0.5)
+                .into_iter()
+                .map(|g| g + 1.0)
+                .collect::<Vec<f32>>()
+        };
+        let mut modulated = modulated.expect("modulated_layer < layers");
+        for (l, layer) in layers.iter_mut().enumerate() {
+            if !config.has_gain(l) {
+                continue;
+            }
+            match layer {
+                Some(layer) => layer.gain = Some(gains(layer.outputs)),
+                None => modulated.gain = Some(gains(modulated.outputs)),
             }
         }
         // One table per rank index (a row of V shared-input, a column instance-input),
@@ -224,7 +262,7 @@ impl SyntheticPack {
             config,
             frequencies,
             layers,
-            modulated: modulated.expect("modulated_layer < layers"),
+            modulated,
             entropy: EntropyTables {
                 contexts,
                 levels,

@@ -186,6 +186,8 @@ vector_tests! { check_valid, VALID:
     valid_image_rgb_42x27_v2_all_filters => "image-rgb-42x27-v2-all-filters.ipc",
     valid_image_grey_17x11_v2_restoration => "image-grey-17x11-v2-restoration.ipc",
     valid_audio_stereo_300_v2_restoration => "audio-stereo-300-v2-restoration.ipc",
+    valid_image_rgb_40x24_gain_every_layer => "image-rgb-40x24-gain-every-layer.ipc",
+    valid_audio_mono_1000_gain_output => "audio-mono-1000-gain-output.ipc",
 }
 
 vector_tests! { check_invalid, INVALID:

@@ -7,6 +7,7 @@ use ipc_codec::container::{write_file, Header, HEADER_LEN};
 use ipc_codec::edge_filter::{EdgeFilter, EdgeTaps};
 use ipc_codec::entropy::PayloadCoding;
 use ipc_codec::pack::synthetic::SyntheticPack;
+use ipc_codec::pack::WeightGain;
 use ipc_codec::restoration::RestorationTaps;
 use ipc_codec::rng::SplitMix64;
 use ipc_codec::{
@@ -30,6 +31,11 @@ struct Packs {
     /// Instance-input packs with neighbour tables (spec/model-pack.md §5.1).
     image_neighbour: ModelPack,
     audio_neighbour: ModelPack,
+    /// Packs with learned gains after weight normalisation (spec/model-pack.md §4.2):
+    /// the image one on every layer, in the instance-input orientation; the audio one
+    /// on the output layer only.
+    image_gain: ModelPack,
+    audio_gain: ModelPack,
 }
 
 impl Packs {
@@ -41,6 +47,8 @@ impl Packs {
             "audio-instance-input" => &self.audio_instance,
             "image-neighbour" => &self.image_neighbour,
             "audio-neighbour" => &self.audio_neighbour,
+            "image-gain" => &self.image_gain,
+            "audio-gain" => &self.audio_gain,
             k => panic!("no pack {k}"),
         }
     }
@@ -194,6 +202,25 @@ pub fn write_all(dir: &Path) {
         &dir.join("packs/synthetic-audio-neighbour.ipcpack"),
         &audio_nb_file,
     );
+    let image_gain_file = SyntheticPack::small_image()
+        .instance_input()
+        .with_weight_gain(WeightGain::EveryLayer)
+        .build()
+        .to_pack_file()
+        .unwrap();
+    let audio_gain_file = SyntheticPack::small_audio()
+        .with_weight_gain(WeightGain::Output)
+        .build()
+        .to_pack_file()
+        .unwrap();
+    write(
+        &dir.join("packs/synthetic-image-gain.ipcpack"),
+        &image_gain_file,
+    );
+    write(
+        &dir.join("packs/synthetic-audio-gain.ipcpack"),
+        &audio_gain_file,
+    );
     let packs = Packs {
         image: ModelPack::from_pack_file(&image_file).unwrap(),
         audio: ModelPack::from_pack_file(&audio_file).unwrap(),
@@ -201,6 +228,8 @@ pub fn write_all(dir: &Path) {
         audio_instance: ModelPack::from_pack_file(&audio_ii_file).unwrap(),
         image_neighbour: ModelPack::from_pack_file(&image_nb_file).unwrap(),
         audio_neighbour: ModelPack::from_pack_file(&audio_nb_file).unwrap(),
+        image_gain: ModelPack::from_pack_file(&image_gain_file).unwrap(),
+        audio_gain: ModelPack::from_pack_file(&audio_gain_file).unwrap(),
     };
     let pack_entry = |file: &str, pack: &ModelPack| json!({ "file": file, "id": pack.id().to_string(), "name": pack.config().name });
 
@@ -484,6 +513,38 @@ pub fn write_all(dir: &Path) {
             .map(|(case, format)| valid_vector(dir, &packs, &mut rng, case, format)),
     );
     v2_invalid.extend(restoration_invalid_vectors(&packs, &mut rng));
+
+    // Packs with learned gains (spec/model-pack.md §4.2), from their own seed.
+    let mut rng = SplitMix64(2030);
+    let gain_cases: Vec<(Case, FileFormat)> = vec![
+        (
+            (
+                "image-rgb-40x24-gain-every-layer",
+                "image-gain",
+                image(40, 24, 3, 8),
+                2,
+                None,
+                false,
+            ),
+            FileFormat::VERSION_1,
+        ),
+        (
+            (
+                "audio-mono-1000-gain-output",
+                "audio-gain",
+                audio(1000, 1),
+                1,
+                None,
+                false,
+            ),
+            V2_PLAIN,
+        ),
+    ];
+    vectors.extend(
+        gain_cases
+            .into_iter()
+            .map(|(case, format)| valid_vector(dir, &packs, &mut rng, case, format)),
+    );
     for (name, key, bytes, error, what) in v2_invalid {
         write(&dir.join(format!("invalid/{name}.ipc")), &bytes);
         invalid_entries.push(
@@ -501,6 +562,8 @@ pub fn write_all(dir: &Path) {
             "audio-instance-input": pack_entry("synthetic-audio-instance-input.ipcpack", &packs.audio_instance),
             "image-neighbour": pack_entry("synthetic-image-neighbour.ipcpack", &packs.image_neighbour),
             "audio-neighbour": pack_entry("synthetic-audio-neighbour.ipcpack", &packs.audio_neighbour),
+            "image-gain": pack_entry("synthetic-image-gain.ipcpack", &packs.image_gain),
+            "audio-gain": pack_entry("synthetic-audio-gain.ipcpack", &packs.audio_gain),
         },
         "vectors": vectors,
         "invalid": invalid_entries,

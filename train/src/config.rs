@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ipc_codec::entropy::{TileGrid, NEIGHBOUR_CLASSES};
-use ipc_codec::pack::{Orientation, PackConfig, QualityLevel, PACK_FORMAT_VERSION};
+use ipc_codec::pack::{Orientation, PackConfig, QualityLevel, WeightGain, PACK_FORMAT_VERSION};
 use ipc_codec::Modality;
 
 use crate::data::HoldoutBy;
@@ -95,6 +95,12 @@ pub struct ModelConfig {
     /// samples are small, may train better without it.
     #[serde(default = "default_weight_norm")]
     pub weight_norm: bool,
+    /// Which layers learn a gain per output unit after the normalisation
+    /// (spec/model-pack.md §4.2): `"none"` (the default), `"output"` (the last layer) or
+    /// `"every-layer"`. Needs `weight_norm`. Each gain starts at its column's norm in the
+    /// initial weights, so a network with gains starts as the one without normalisation.
+    #[serde(default)]
+    pub weight_gain: WeightGain,
 }
 
 fn default_weight_norm() -> bool {
@@ -490,6 +496,7 @@ impl TrainConfig {
             tile_height: m.tile[1],
             output_offset: if image { 0.5 } else { 0.0 },
             weight_norm: m.weight_norm,
+            weight_gain: m.weight_gain,
             sample_rate: m.sample_rate,
             quality_levels: self
                 .rate
@@ -517,6 +524,12 @@ impl TrainConfig {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let m = &self.model;
         let e = &self.encoder;
+        if m.weight_gain != WeightGain::None && !m.weight_norm {
+            return bad(format!(
+                "model.weight_gain = {:?} needs model.weight_norm = true",
+                m.weight_gain.name()
+            ));
+        }
         match self.modality.as_str() {
             "image" => {}
             "audio" => {

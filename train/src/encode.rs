@@ -88,6 +88,7 @@ pub fn config_of_pack(pack: &ModelPack, method: Method) -> Result<TrainConfig, E
             tile: [c.tile_width, c.tile_height],
             sample_rate: c.sample_rate,
             weight_norm: c.weight_norm,
+            weight_gain: c.weight_gain,
         },
         encoder,
         rate: RateConfig::with_levels(levels),
@@ -111,6 +112,11 @@ fn pack_tensor(contents: &PackContents, name: &str) -> Option<(Vec<usize>, Vec<f
     match (contents.layers.get(l)?, field) {
         (Some(layer), "weight") => Some((vec![layer.inputs, layer.outputs], layer.weight.clone())),
         (Some(layer), "bias") => Some((vec![layer.outputs], layer.bias.clone())),
+        (Some(layer), "gain") => Some((vec![layer.outputs], layer.gain.clone()?)),
+        (None, "gain") => Some((
+            vec![contents.modulated.outputs],
+            contents.modulated.gain.clone()?,
+        )),
         (None, "u") => {
             let (rows, cols) = contents.config.u_shape();
             Some((vec![rows, cols], contents.modulated.u.clone()))

@@ -151,6 +151,7 @@ pub fn pack_contents(
                 rank: m.rank,
                 u: values(&dense.weight),
                 bias: values(&dense.bias),
+                gain: dense.gain.as_ref().map(values),
             });
             layers.push(None);
         } else {
@@ -159,6 +160,7 @@ pub fn pack_contents(
                 outputs,
                 weight: values(&dense.weight),
                 bias: values(&dense.bias),
+                gain: dense.gain.as_ref().map(values),
             }));
         }
     }

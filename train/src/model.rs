@@ -56,6 +56,9 @@ pub struct Dense {
     pub weight: Tensor,
     /// `[outputs]`.
     pub bias: Tensor,
+    /// `[outputs]`: the learned gain of each normalised column (`layers.{l}.gain`,
+    /// spec/model-pack.md §4.2), where the configuration gives the layer one.
+    pub gain: Option<Tensor>,
 }
 
 impl Dense {
@@ -71,7 +74,31 @@ impl Dense {
                 },
             ),
             bias: p.zeros("bias", &[outputs as i64]),
+            gain: None,
         }
+    }
+
+    /// A layer of the synthesis network: as [`Dense::new`], with a gain if `gain`. The
+    /// gain starts at each column's norm in the initial weight (as PyTorch's
+    /// `weight_norm` does), so that `norm(W) · diag(g) = W` at the start.
+    fn synthesis(p: &nn::Path, inputs: usize, outputs: usize, gain: bool) -> Dense {
+        let mut dense = Dense::new(p, inputs, outputs);
+        if gain {
+            let norms = tch::no_grad(|| {
+                dense
+                    .weight
+                    .square()
+                    .sum_dim_intlist(&[0i64][..], false, Kind::Float)
+                    .sqrt()
+            });
+            let g = p.var("gain", &[outputs as i64], nn::Init::Const(1.0));
+            tch::no_grad(|| {
+                let mut g = g.shallow_clone();
+                g.copy_(&norms);
+            });
+            dense.gain = Some(g);
+        }
+        dense
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -314,9 +341,14 @@ impl IpcModel {
                             },
                         ),
                         bias: p.zeros("bias", &[outputs as i64]),
+                        // The product's column norms depend on V; the gain starts at 1,
+                        // the plain normalised layer.
+                        gain: shapes
+                            .has_gain(l)
+                            .then(|| p.var("gain", &[outputs as i64], nn::Init::Const(1.0))),
                     }
                 } else {
-                    Dense::new(&p, inputs, outputs)
+                    Dense::synthesis(&p, inputs, outputs, shapes.has_gain(l))
                 }
             })
             .collect();
@@ -386,16 +418,21 @@ impl IpcModel {
     /// `[batch, samples, channels]` (spec/model-pack.md §4.2).
     pub fn synthesize(&self, v: &Tensor) -> Tensor {
         let m = &self.config.model;
-        let norm = |w: &Tensor| {
-            if m.weight_norm {
-                normalise_columns(w)
+        // Ŵ = norm(W) · diag(g) (spec/model-pack.md §4.2); g only where the layer has one.
+        let norm = |layer: &Dense| {
+            let w = if m.weight_norm {
+                normalise_columns(&layer.weight)
             } else {
-                w.shallow_clone()
+                layer.weight.shallow_clone()
+            };
+            match &layer.gain {
+                Some(g) => w * g,
+                None => w,
             }
         };
         let mut h = self.features.shallow_clone();
         for layer in &self.layers[..m.modulated_layer] {
-            h = (h.matmul(&norm(&layer.weight)) + &layer.bias).relu();
+            h = (h.matmul(&norm(layer)) + &layer.bias).relu();
         }
         let modulated = &self.layers[m.modulated_layer];
         let u = &modulated.weight;
@@ -412,9 +449,12 @@ impl IpcModel {
             let w = first.matmul(second);
             y *= inverse_norm(&w.square().sum_dim_intlist(&[1i64][..], true, Kind::Float));
         }
+        if let Some(g) = &modulated.gain {
+            y *= g;
+        }
         let mut y = (y + &modulated.bias).relu();
         for (l, layer) in self.layers.iter().enumerate().skip(m.modulated_layer + 1) {
-            y = y.matmul(&norm(&layer.weight)) + &layer.bias;
+            y = y.matmul(&norm(layer)) + &layer.bias;
             if l + 1 < m.layers {
                 y = y.relu();
             }

@@ -17,7 +17,14 @@ use tch::{Device, Kind, Tensor};
 /// Both orientations of the modulated layer (spec/model-pack.md §4.2).
 const ORIENTATIONS: [&str; 2] = ["shared-input", "instance-input"];
 
-fn config(modality: &str, method: &str, orientation: &str) -> TrainConfig {
+/// A small training configuration; `weight_gain` is `model.weight_gain`
+/// (spec/model-pack.md §4.2).
+fn config_with_gain(
+    modality: &str,
+    method: &str,
+    orientation: &str,
+    weight_gain: &str,
+) -> TrainConfig {
     let (tile, patch, extra) = if modality == "image" {
         ("[8, 8]", 4, "")
     } else {
@@ -36,6 +43,7 @@ layers = 4
 rank = 3
 orientation = "{orientation}"
 tile = {tile}
+weight_gain = "{weight_gain}"
 {extra}
 [encoder]
 method = "{method}"
@@ -71,10 +79,20 @@ static TORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A pack from a few real training steps, so no weight is at its initial value.
 fn trained_pack(modality: &str, method: &str, orientation: &str) -> ModelPack {
+    trained_pack_with_gain(modality, method, orientation, "none")
+}
+
+/// [`trained_pack`] of [`config_with_gain`].
+fn trained_pack_with_gain(
+    modality: &str,
+    method: &str,
+    orientation: &str,
+    weight_gain: &str,
+) -> ModelPack {
     // One thread: libtorch's multi-threaded reductions would make the pack, and with it
     // the encodes compared below, differ from run to run.
     tch::set_num_threads(1);
-    let cfg = config(modality, method, orientation);
+    let cfg = config_with_gain(modality, method, orientation, weight_gain);
     let mut trainer = Trainer::new(&cfg, Device::Cpu).unwrap();
     let shape = [3, cfg.tile_samples() as i64, cfg.channels() as i64];
     for _ in 0..4 {
@@ -187,8 +205,9 @@ fn inner_steps_match_tch() {
 #[test]
 fn distortion_gradient_matches_autograd() {
     let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
-    for (modality, orientation) in cases() {
-        let pack = trained_pack(modality, "hyper", orientation);
+    // Without and with learned gains after the normalisation.
+    for ((modality, orientation), gain) in cases().flat_map(|c| [(c, "none"), (c, "every-layer")]) {
+        let pack = trained_pack_with_gain(modality, "hyper", orientation, gain);
         let (model, _vs) = model_of_pack(&pack, Method::Hyper, Device::Cpu).unwrap();
         let t = tiles(&pack, 3, 3);
         let c = pack.config();
@@ -211,7 +230,7 @@ fn distortion_gradient_matches_autograd() {
         let diff = max_abs_diff(&grad, &torch_grad);
         assert!(
             diff <= 1e-4 * scale.max(1.0),
-            "{modality} {orientation}: {diff} (scale {scale})"
+            "{modality} {orientation} gain {gain}: {diff} (scale {scale})"
         );
         let torch_mse = to_vec(&torch_mse);
         for (a, b) in mse.iter().zip(&torch_mse) {

@@ -9,13 +9,23 @@ use ipc_train::config::TrainConfig;
 use ipc_train::trainer::Trainer;
 use tch::{Device, Kind, Tensor};
 
-fn config(modality: &str, weight_norm: bool, orientation: &str) -> TrainConfig {
+fn config(modality: &str, weight_norm: bool, orientation: &str, weight_gain: &str) -> TrainConfig {
+    TrainConfig::parse(&config_text(
+        modality,
+        weight_norm,
+        orientation,
+        weight_gain,
+    ))
+    .unwrap()
+}
+
+fn config_text(modality: &str, weight_norm: bool, orientation: &str, weight_gain: &str) -> String {
     let (tile, patch, extra) = if modality == "image" {
         ("[8, 8]", 4, "")
     } else {
         ("[64, 1]", 16, "sample_rate = 16000")
     };
-    TrainConfig::parse(&format!(
+    format!(
         r#"
 name = "parity-{modality}"
 modality = "{modality}"
@@ -29,6 +39,7 @@ rank = 3
 orientation = "{orientation}"
 tile = {tile}
 weight_norm = {weight_norm}
+weight_gain = "{weight_gain}"
 {extra}
 [encoder]
 method = "hyper"
@@ -44,12 +55,15 @@ lr = 0.01
 [data]
 dir = "unused"
 "#
-    ))
-    .unwrap()
+    )
 }
 
 fn parity(modality: &str, weight_norm: bool, orientation: &str) {
-    let cfg = config(modality, weight_norm, orientation);
+    parity_with_gain(modality, weight_norm, orientation, "none");
+}
+
+fn parity_with_gain(modality: &str, weight_norm: bool, orientation: &str, weight_gain: &str) {
+    let cfg = config(modality, weight_norm, orientation, weight_gain);
     let mut trainer = Trainer::new(&cfg, Device::Cpu).unwrap();
     // A few real optimisation steps on random targets, so biases and weights move away
     // from their initial values.
@@ -83,7 +97,7 @@ fn parity(modality: &str, weight_norm: bool, orientation: &str) {
     let max = diffs.iter().cloned().fold(0.0, f64::max);
     assert!(
         mean <= 1e-4 && max <= 1e-3,
-        "{modality} {orientation}: mean abs {mean}, max {max}"
+        "{modality} {orientation} gain {weight_gain}: mean abs {mean}, max {max}"
     );
 }
 
@@ -109,4 +123,22 @@ fn pack_without_weight_normalisation_matches_tch_model() {
         parity("audio", false, o);
         parity("image", false, o);
     }
+}
+
+#[test]
+fn packs_with_gains_match_tch_model() {
+    for o in ORIENTATIONS {
+        for gain in ["output", "every-layer"] {
+            parity_with_gain("audio", true, o, gain);
+            parity_with_gain("image", true, o, gain);
+        }
+    }
+}
+
+#[test]
+fn gains_need_weight_normalisation() {
+    let err = TrainConfig::parse(&config_text("audio", false, "instance-input", "output"))
+        .err()
+        .expect("a gain without weight normalisation is refused");
+    assert!(err.to_string().contains("weight_norm"), "{err}");
 }
