@@ -137,8 +137,9 @@ fn packs_with_gains_match_tch_model() {
 
 #[test]
 fn gains_need_weight_normalisation() {
-    let err = TrainConfig::parse(&config_text("audio", false, "instance-input", "output"))
-        .err()
-        .expect("a gain without weight normalisation is refused");
+    let Err(err) = TrainConfig::parse(&config_text("audio", false, "instance-input", "output"))
+    else {
+        panic!("a gain without weight normalisation is refused");
+    };
     assert!(err.to_string().contains("weight_norm"), "{err}");
 }
