@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::adam::Adam;
-use crate::config::{QuantProxy, TableFit, TrainConfig};
+use crate::config::{self, QuantProxy, TableFit, TrainConfig};
 use crate::data::{AudioSet, AudioSetOptions, DataError, ImageSet, ImageSetOptions};
 use crate::export::{
     effective_step, fitted_entropy_tables, learned_tables, pack_contents, values, LOG_INNER_LR_VAR,
@@ -557,7 +557,9 @@ impl Trainer {
         let text = std::fs::read_to_string(meta_path(path))
             .map_err(|e| bad(format!("state file: {e}")))?;
         let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if meta.config.model != self.config.model || meta.config.encoder != self.config.encoder {
+        if meta.config.model != self.config.model
+            || !same_encoder(&meta.config.encoder, &self.config.encoder)
+        {
             return Err(bad(
                 "it was trained with another model or encoder configuration".into(),
             ));
@@ -628,6 +630,29 @@ impl Trainer {
         self.step = meta.step;
         self.rng = SplitMix64(meta.rng);
         Ok(())
+    }
+}
+
+/// Whether a checkpoint trained with encoder settings `saved` resumes under `now`: the
+/// same settings, except that `now` may drop the meta stage (`meta_steps = 0` with the
+/// hypernetwork method), whatever the saved meta settings were. The checkpoint's V0 and
+/// inner step size are then not restored and the pack leaves them out (`--method meta`
+/// reports that it lacks them); every other variable is untouched by the meta stage,
+/// which freezes them, so nothing else changes.
+fn same_encoder(saved: &config::EncoderConfig, now: &config::EncoderConfig) -> bool {
+    use config::Method::Hyper;
+    if now.meta_steps == 0 && now.method == Hyper && saved.method == Hyper {
+        let without_meta = |e: &config::EncoderConfig| config::EncoderConfig {
+            inner_steps: 0,
+            inner_lr: 0.0,
+            first_order: false,
+            meta_steps: 0,
+            meta_lr: 0.0,
+            ..e.clone()
+        };
+        without_meta(saved) == without_meta(now)
+    } else {
+        saved == now
     }
 }
 

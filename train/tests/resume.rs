@@ -206,3 +206,65 @@ fn a_resumed_run_can_add_finer_levels() {
     let err = third.load_checkpoint(&path).unwrap_err().to_string();
     assert!(err.contains("can add levels but not remove them"), "{err}");
 }
+
+/// A run that ran its meta stage can be resumed with the meta stage dropped
+/// (`meta_steps = 0`, whatever the other meta settings): every variable but V0 and the
+/// inner step size comes back unchanged, and the pack leaves those two out. Changing
+/// the meta settings while keeping a meta stage is still refused.
+#[test]
+fn a_resumed_run_can_drop_the_meta_stage() {
+    let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let cfg = config("instance-input");
+    let path = checkpoint_path("drop-meta");
+    let mut first = Trainer::new(&cfg, Device::Cpu).unwrap();
+    steps(&mut first, 0, 8);
+    first.save_checkpoint(&path).unwrap();
+    let saved = variables(&first);
+    let is_meta = |name: &str| name.ends_with("v0") || name.ends_with("log_inner_lr");
+    assert_eq!(saved.iter().filter(|(n, _)| is_meta(n)).count(), 2);
+    let exported = |t: &Trainer| -> Vec<String> {
+        t.export("test")
+            .unwrap()
+            .extra
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect()
+    };
+    let mut fit = Vec::new();
+    for k in 0..4 {
+        fit.extend(Vec::<f32>::try_from(batch(k).flatten(0, -1)).unwrap());
+    }
+    first.set_fit_instances(&fit);
+    assert!(exported(&first).iter().any(|n| n == "encoder.v0"));
+
+    let mut without = cfg.clone();
+    without.encoder.meta_steps = 0;
+    without.encoder.inner_lr = 0.5;
+    let mut second = Trainer::new(&without, Device::Cpu).unwrap();
+    second.load_checkpoint(&path).unwrap();
+    assert_eq!(second.step, 8);
+    let kept: Vec<_> = saved.into_iter().filter(|(n, _)| !is_meta(n)).collect();
+    assert_eq!(variables(&second), kept);
+    second.set_fit_instances(&fit);
+    let names = exported(&second);
+    assert!(
+        names.iter().any(|n| n.starts_with("encoder.hyper")),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("encoder.v0") || n.starts_with("encoder.meta")),
+        "{names:?}"
+    );
+
+    let mut other_meta = cfg.clone();
+    other_meta.encoder.inner_lr = 0.5;
+    let mut third = Trainer::new(&other_meta, Device::Cpu).unwrap();
+    let err = third.load_checkpoint(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("another model or encoder configuration"),
+        "{err}"
+    );
+}
