@@ -294,6 +294,102 @@ fn inner_steps_lower_the_error() {
     }
 }
 
+/// `pack` with its extra tensor `name` set to `value` (added, or removed with `None`).
+fn with_extra(pack: &ModelPack, name: &str, value: Option<f32>) -> ModelPack {
+    let mut contents = pack.contents().clone();
+    contents.extra.retain(|(n, _, _)| n != name);
+    if let Some(x) = value {
+        contents.extra.push((name.into(), vec![1], vec![x]));
+        contents.extra.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    ModelPack::from_safetensors(&contents.to_safetensors().unwrap()).unwrap()
+}
+
+/// The inner step's rule (spec/model-pack.md §4.3, `encoder.meta.norm_scaled`): 0 gives
+/// the plain step `V - eps grad`, checked against the distortion gradient itself;
+/// absent or 1 the norm-scaled step `V - eps ||V||^2 grad`; any other value is refused.
+/// A pack without V0 refuses the meta method and names what it offers.
+#[test]
+fn inner_step_rules_follow_the_pack() {
+    let base = pack(&SyntheticPack::small_audio(), false);
+    let signal = Signal::Audio(audio(256, 1, 7));
+    let meta = EncoderConfig {
+        method: Method::Meta,
+        ..Default::default()
+    };
+    let one_step = |pack: &ModelPack| {
+        let mut contents = pack.contents().clone();
+        for (name, _, data) in &mut contents.extra {
+            if name == "encoder.meta.inner_steps" {
+                data[0] = 1.0;
+            }
+        }
+        ModelPack::from_safetensors(&contents.to_safetensors().unwrap()).unwrap()
+    };
+    let base = one_step(&base);
+    let encoder = Encoder::new(&base, meta).unwrap();
+    let tiles = encoder.tiles(&signal).unwrap();
+    let model = DistortionModel::new(TileSynthesizer::new(&base));
+    let extra = |name: &str| {
+        base.contents()
+            .extra
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap()
+            .2
+            .clone()
+    };
+    let eps = f64::from(extra("encoder.meta.inner_lr")[0]);
+    let v0 = extra("encoder.v0").repeat(tiles.count);
+    let mut grad = vec![0f32; v0.len()];
+    let mut mse = vec![0f64; tiles.count];
+    model.evaluate(&v0, &tiles, Some(&mut grad), &mut mse, 1);
+    let v_len = v0.len() / tiles.count;
+    let norm2: f64 = v0[..v_len].iter().map(|&x| f64::from(x).powi(2)).sum();
+    let expect = |scale: f64| -> Vec<f32> {
+        v0.iter()
+            .zip(&grad)
+            .map(|(&x, &g)| (f64::from(x) - scale * f64::from(g)) as f32)
+            .collect()
+    };
+    let predict = |pack: &ModelPack| Encoder::new(pack, meta).unwrap().predict(&tiles, 0);
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-6);
+    assert!(
+        grad.iter().any(|&g| g.abs() > 1e-4),
+        "no gradient: the test is empty"
+    );
+    assert!(
+        (norm2 - 1.0).abs() > 0.1,
+        "||V0||^2 = 1 would not tell the rules apart"
+    );
+
+    let scaled = predict(&base);
+    assert!(close(&scaled, &expect(eps * norm2)));
+    assert_eq!(
+        scaled,
+        predict(&with_extra(&base, "encoder.meta.norm_scaled", Some(1.0)))
+    );
+    let plain = predict(&with_extra(&base, "encoder.meta.norm_scaled", Some(0.0)));
+    assert!(close(&plain, &expect(eps)));
+    assert!(!close(&plain, &scaled));
+
+    let bad_rule = with_extra(&base, "encoder.meta.norm_scaled", Some(2.0));
+    let bad = Encoder::new(&bad_rule, meta);
+    assert!(
+        matches!(&bad, Err(EncodeError::PackTensor { name, .. }) if name == "encoder.meta.norm_scaled"),
+        "{:?}",
+        bad.err()
+    );
+    let without_v0 = with_extra(&base, "encoder.v0", None);
+    let refused = Encoder::new(&without_v0, meta).err().map(|e| e.to_string());
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("has no meta encoder") && e.contains("hyper")),
+        "{refused:?}"
+    );
+}
+
 /// More effort never gives a worse rate-distortion objective, and on these signals it
 /// gives a clearly better PSNR; every file decodes to what the encoder measured.
 #[test]

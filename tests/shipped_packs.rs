@@ -1,7 +1,7 @@
 //! The packs shipped in packs/ load, fit the size budget (under 8 MB each), offer at
 //! least six quality levels, and decode: every level of each pack codes and decodes a
-//! file of all-zero V; the encoding methods each pack carries work (the speech pack
-//! has no meta-learned start and refuses `Method::Meta`) and the levels are ordered.
+//! file of all-zero V; both encoding methods work on both packs and the levels are
+//! ordered.
 
 use std::path::Path;
 
@@ -74,7 +74,7 @@ fn speech_pack() {
 #[test]
 fn levels_are_ordered_and_both_methods_encode() {
     use ipc_codec::encoder::{
-        AudioSignal, EncodeError, Encoder, EncoderConfig, ImageSignal, Method, RateTarget, Signal,
+        AudioSignal, Encoder, EncoderConfig, ImageSignal, Method, RateTarget, Signal,
     };
     let png = image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sample.png"))
         .unwrap()
@@ -101,25 +101,9 @@ fn levels_are_ordered_and_both_methods_encode() {
             })
             .collect(),
     });
-    // The speech pack ships without a meta-learned start (train/configs/speech.toml:
-    // the meta stage collapsed on 64-sample chunks), so `--method meta` must refuse it
-    // with an error that names what the pack offers.
-    let (speech, _) = load("speech.ipcpack");
-    let refused = Encoder::new(
-        &speech,
-        EncoderConfig {
-            method: Method::Meta,
-            ..Default::default()
-        },
-    );
-    assert!(
-        matches!(refused, Err(EncodeError::MethodUnavailable { .. })),
-        "{:?}",
-        refused.err()
-    );
     for (name, signal, methods) in [
         ("image.ipcpack", image, &[Method::Hyper, Method::Meta][..]),
-        ("speech.ipcpack", tone, &[Method::Hyper][..]),
+        ("speech.ipcpack", tone, &[Method::Hyper, Method::Meta][..]),
     ] {
         let (pack, _) = load(name);
         for &method in methods {

@@ -249,6 +249,7 @@ struct MetaInit {
     v0: Vec<f32>,
     steps: usize,
     lr: f64,
+    rule: refine::InnerStepRule,
 }
 
 /// An encoder for one pack (see the module documentation).
@@ -273,7 +274,11 @@ impl fmt::Debug for dyn VBackend + '_ {
 
 impl fmt::Debug for MetaInit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MetaInit {{ steps: {}, lr: {} }}", self.steps, self.lr)
+        write!(
+            f,
+            "MetaInit {{ steps: {}, lr: {}, rule: {:?} }}",
+            self.steps, self.lr, self.rule
+        )
     }
 }
 
@@ -321,12 +326,28 @@ impl<'p> Encoder<'p> {
                         problem: format!("inner_steps {steps}, inner_lr {lr}"),
                     });
                 }
+                // spec/model-pack.md §4.3: absent means the norm-scaled rule, the only
+                // rule of packs written before the tensor existed.
+                let rule = match hypernet::tensor_shape(pack, "encoder.meta.norm_scaled") {
+                    None => refine::InnerStepRule::NormScaled,
+                    Some(_) => match hypernet::scalar(pack, "encoder.meta.norm_scaled")? {
+                        1.0 => refine::InnerStepRule::NormScaled,
+                        0.0 => refine::InnerStepRule::Plain,
+                        x => {
+                            return Err(EncodeError::PackTensor {
+                                name: "encoder.meta.norm_scaled".into(),
+                                problem: format!("{x} is neither 0 nor 1"),
+                            })
+                        }
+                    },
+                };
                 (
                     None,
                     Some(MetaInit {
                         v0,
                         steps: steps as usize,
                         lr: f64::from(lr),
+                        rule,
                     }),
                 )
             }
@@ -643,6 +664,7 @@ impl<'p> Encoder<'p> {
                 &mut v,
                 meta.steps,
                 meta.lr,
+                meta.rule,
                 self.config.threads,
             );
         }

@@ -66,13 +66,25 @@ pub fn learning_rate(it: usize, iterations: usize, step: f32) -> f64 {
         * (LR_END + 0.5 * (LR_START - LR_END) * (1.0 + (std::f64::consts::PI * frac).cos()))
 }
 
-/// CAVIA inner loop: `V <- V - eps ||V||_F^2 grad_V mse`, `steps` times, on every tile.
+/// How one CAVIA inner step moves V (spec/model-pack.md §4.3, `encoder.meta.norm_scaled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InnerStepRule {
+    /// `V <- V - eps ||V||_F^2 grad_V mse`: the step does not depend on V's scale, which
+    /// weight normalisation makes irrelevant to the output (docs/method.md §5).
+    NormScaled,
+    /// `V <- V - eps grad_V mse`: for packs without weight normalisation, where V's
+    /// scale matters and a V0 near zero must still be able to move.
+    Plain,
+}
+
+/// CAVIA inner loop: `steps` steps of `rule` on every tile.
 pub(crate) fn inner_steps(
     model: &DistortionModel<'_>,
     tiles: &Tiles,
     v: &mut [f32],
     steps: usize,
     eps: f64,
+    rule: InnerStepRule,
     threads: usize,
 ) {
     let v_len = model.synthesizer().v_len();
@@ -81,8 +93,12 @@ pub(crate) fn inner_steps(
     for _ in 0..steps {
         model.evaluate(v, tiles, Some(&mut grad), &mut mse, threads);
         for (vt, gt) in v.chunks_exact_mut(v_len).zip(grad.chunks_exact(v_len)) {
-            let norm2: f64 = vt.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-            let scale = eps * norm2;
+            let scale = match rule {
+                InnerStepRule::NormScaled => {
+                    eps * vt.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>()
+                }
+                InnerStepRule::Plain => eps,
+            };
             for (x, &g) in vt.iter_mut().zip(gt) {
                 *x = (f64::from(*x) - scale * f64::from(g)) as f32;
             }

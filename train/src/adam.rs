@@ -78,11 +78,14 @@ impl Adam {
         out
     }
 
-    /// Restores the state written by [`Adam::state`] under `prefix`.
+    /// Restores the state written by [`Adam::state`] under `prefix`, except the moments
+    /// of the variables named in `fresh`, which keep their present values (zero for an
+    /// optimiser that has not stepped).
     pub fn load_state(
         &mut self,
         saved: &HashMap<String, Tensor>,
         prefix: &str,
+        fresh: &[&str],
     ) -> Result<(), String> {
         let get = |key: String| {
             saved
@@ -90,6 +93,9 @@ impl Adam {
                 .ok_or_else(|| format!("optimiser state {key} is missing"))
         };
         for (k, name) in self.names.iter().enumerate() {
+            if fresh.contains(&name.as_str()) {
+                continue;
+            }
             for (slot, which) in [(&mut self.m[k], "m"), (&mut self.v[k], "v")] {
                 let t = get(format!("{prefix}.{which}.{name}"))?;
                 if t.size() != slot.size() {

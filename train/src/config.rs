@@ -121,6 +121,20 @@ pub enum Method {
     Meta,
 }
 
+/// The rule of one CAVIA inner step (docs/method.md §5; exported as
+/// `encoder.meta.norm_scaled`, spec/model-pack.md §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InnerStep {
+    /// `V <- V - eps ||V||_F^2 grad_V L`: independent of V's scale, which weight
+    /// normalisation makes irrelevant to the output.
+    #[default]
+    NormScaled,
+    /// `V <- V - eps grad_V L`: for packs without weight normalisation, where a V0 near
+    /// zero must still be able to move.
+    Plain,
+}
+
 /// The V predictor: the transformer hypernetwork and the meta-learning inner loop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +159,10 @@ pub struct EncoderConfig {
     /// Inner step size eps (docs/method.md §5: 0.01).
     #[serde(default = "default_inner_lr")]
     pub inner_lr: f64,
+    /// How an inner step moves V (docs/method.md §5): scaled by `||V||_F^2` (the
+    /// paper's rule, for weight-normalised packs) or a plain gradient step.
+    #[serde(default)]
+    pub inner_step: InnerStep,
     /// Skip second-order terms in the outer update.
     #[serde(default)]
     pub first_order: bool,
@@ -361,6 +379,7 @@ impl EncoderConfig {
             heads: default_heads(),
             inner_steps: default_inner_steps(),
             inner_lr: default_inner_lr(),
+            inner_step: InnerStep::default(),
             first_order: false,
             level_conditioning: default_level_conditioning(),
             meta_steps: 0,

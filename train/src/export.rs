@@ -6,7 +6,7 @@ use ipc_codec::entropy::TileGrid;
 use ipc_codec::pack::{EntropyTables, Linear, ModulatedLinear, PackContents, PackError};
 use tch::{nn, Kind, Tensor};
 
-use crate::config::Method;
+use crate::config::{InnerStep, Method};
 use crate::entropy::{fitted_neighbour_tables, fitted_tables, frequency_table};
 use crate::model::IpcModel;
 
@@ -18,6 +18,8 @@ pub const HEADS_TENSOR: &str = "encoder.hyper.heads";
 pub const INNER_STEPS_TENSOR: &str = "encoder.meta.inner_steps";
 /// CAVIA inner learning rate (spec/model-pack.md §4.3).
 pub const INNER_LR_TENSOR: &str = "encoder.meta.inner_lr";
+/// The rule of the CAVIA inner step, 0 for the plain step (spec/model-pack.md §4.3).
+pub const NORM_SCALED_TENSOR: &str = "encoder.meta.norm_scaled";
 /// The model variable holding the log of the inner step size.
 pub const LOG_INNER_LR_VAR: &str = "encoder.meta.log_inner_lr";
 
@@ -194,6 +196,11 @@ pub fn pack_contents(
         ));
         let lr = model.inner_lr().unwrap_or(e.inner_lr);
         extra.push((INNER_LR_TENSOR.into(), vec![1], vec![lr as f32]));
+        // Written only for the plain rule, so that a pack of the norm-scaled rule is
+        // what it was before the tensor existed (absent means norm-scaled).
+        if e.inner_step == InnerStep::Plain {
+            extra.push((NORM_SCALED_TENSOR.into(), vec![1], vec![0.0]));
+        }
     }
     extra.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(PackContents {

@@ -10,7 +10,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use ipc_codec::pack::Orientation;
 
-use crate::config::{Method, TrainConfig};
+use crate::config::{InnerStep, Method, TrainConfig};
 use crate::entropy::EntropyModel;
 
 /// `1 / sqrt(sq)` where `sq > 0`, else 0: the factor weight normalisation applies to a
@@ -474,7 +474,8 @@ impl IpcModel {
     }
 
     /// CAVIA inner loop from V0 (docs/method.md §5, the seed's Algorithm 1):
-    /// `V <- V - eps * ||V||_F^2 * grad_V L`, `steps` times. With `create_graph` the
+    /// `V <- V - eps * ||V||_F^2 * grad_V L` (or `V <- V - eps * grad_V L` with
+    /// `encoder.inner_step = "plain"`), `steps` times. With `create_graph` the
     /// outer update differentiates through the steps (second order).
     pub fn adapt(&self, target: &Tensor, steps: usize, eps: f64, create_graph: bool) -> Tensor {
         self.adapt_with(target, steps, &Tensor::from(eps as f32), create_graph)
@@ -506,15 +507,17 @@ impl IpcModel {
             let grad = Tensor::run_backward(&[&loss], &[&v], true, create_graph)
                 .pop()
                 .expect("one gradient");
-            let scale = v
-                .square()
-                .sum_dim_intlist(&[1i64, 2][..], true, Kind::Float);
-            let (grad, scale) = if create_graph {
-                (grad, scale)
-            } else {
-                (grad.detach(), scale.detach())
+            let grad = if create_graph { grad } else { grad.detach() };
+            v = match self.config.encoder.inner_step {
+                InnerStep::NormScaled => {
+                    let scale = v
+                        .square()
+                        .sum_dim_intlist(&[1i64, 2][..], true, Kind::Float);
+                    let scale = if create_graph { scale } else { scale.detach() };
+                    &v - grad * scale * eps
+                }
+                InnerStep::Plain => &v - grad * eps,
             };
-            v = &v - grad * scale * eps;
         }
         v
     }

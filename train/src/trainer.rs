@@ -224,6 +224,8 @@ pub struct Trainer {
     /// Training instances `[n, samples, channels]` the `fitted` entropy tables are
     /// counted on.
     fit_instances: Option<Tensor>,
+    /// Whether the last checkpoint loaded restarted the meta stage.
+    meta_restarted: bool,
 }
 
 /// The libtorch seed of step `step` of a run seeded `seed`. Reseeding libtorch before
@@ -248,7 +250,7 @@ impl Trainer {
         let optimizer = Adam::new(trainable);
         let meta_adam = match (&model.v0, &model.log_inner_lr) {
             (Some(v0), Some(lr)) => Some(Adam::new(vec![
-                ("encoder.v0".to_string(), v0.shallow_clone()),
+                (V0_VAR.to_string(), v0.shallow_clone()),
                 (LOG_INNER_LR_VAR.to_string(), lr.shallow_clone()),
             ])),
             _ => None,
@@ -263,6 +265,7 @@ impl Trainer {
             step: 0,
             meta_adam,
             fit_instances: None,
+            meta_restarted: false,
         })
     }
 
@@ -557,13 +560,13 @@ impl Trainer {
         let text = std::fs::read_to_string(meta_path(path))
             .map_err(|e| bad(format!("state file: {e}")))?;
         let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if meta.config.model != self.config.model
-            || !same_encoder(&meta.config.encoder, &self.config.encoder)
-        {
+        let meta_stage = resumed_meta_stage(&meta.config.encoder, &self.config.encoder);
+        if meta.config.model != self.config.model || meta_stage == ResumedMetaStage::Refused {
             return Err(bad(
                 "it was trained with another model or encoder configuration".into(),
             ));
         }
+        let restart_meta = meta_stage == ResumedMetaStage::Restarted;
         // A resumed run may add finer levels after the saved ones (a pack that should
         // reach higher rates); the saved levels keep their parameters and the new ones
         // start from the finest saved level's. Removing levels is refused: it would
@@ -585,6 +588,11 @@ impl Trainer {
         names.sort();
         let mut restored = Vec::with_capacity(names.len());
         for name in names {
+            if restart_meta && (name == V0_VAR || name == crate::export::LOG_INNER_LR_VAR) {
+                // A restarted meta stage starts from their initial values, as a fresh
+                // run's does.
+                continue;
+            }
             let Some(saved) = weights.get(name) else {
                 // Checkpoints written before the inner step size was learned lack it;
                 // it then keeps its initial value, `encoder.inner_lr`.
@@ -622,37 +630,87 @@ impl Trainer {
                 extended.insert(key, value);
             }
             let saved = extended;
-            self.optimizer.load_state(&saved, "main").map_err(bad)?;
+            // A restarted meta stage's variables start with fresh moments in both
+            // optimisers (the main stage never steps them: V0 takes no part in its
+            // loss).
+            let fresh: &[&str] = if restart_meta {
+                &[V0_VAR, crate::export::LOG_INNER_LR_VAR]
+            } else {
+                &[]
+            };
+            self.optimizer
+                .load_state(&saved, "main", fresh)
+                .map_err(bad)?;
             if let Some(meta_adam) = &mut self.meta_adam {
-                meta_adam.load_state(&saved, "meta").map_err(bad)?;
+                if !restart_meta {
+                    meta_adam.load_state(&saved, "meta", &[]).map_err(bad)?;
+                }
             }
         }
         self.step = meta.step;
         self.rng = SplitMix64(meta.rng);
+        self.meta_restarted = restart_meta;
         Ok(())
+    }
+
+    /// After [`Trainer::load_checkpoint`] restarted the meta stage (its settings
+    /// changed): a checkpoint past `main_steps` goes back to step `main_steps`, so that
+    /// the whole meta stage runs again under the new settings. The main stage's
+    /// variables are frozen in the meta stage, so they are as they were at `main_steps`;
+    /// the data order continues from the checkpoint's, and libtorch's noise is drawn
+    /// per step as in a fresh run. Does nothing otherwise.
+    pub fn rewind_restarted_meta_stage(&mut self, main_steps: usize) {
+        if self.meta_restarted && self.step > main_steps {
+            self.step = main_steps;
+        }
     }
 }
 
-/// Whether a checkpoint trained with encoder settings `saved` resumes under `now`: the
-/// same settings, except that `now` may drop the meta stage (`meta_steps = 0` with the
-/// hypernetwork method), whatever the saved meta settings were. The checkpoint's V0 and
-/// inner step size are then not restored and the pack leaves them out (`--method meta`
-/// reports that it lacks them); every other variable is untouched by the meta stage,
-/// which freezes them, so nothing else changes.
-fn same_encoder(saved: &config::EncoderConfig, now: &config::EncoderConfig) -> bool {
+/// The name of V0 among the model's variables.
+const V0_VAR: &str = "encoder.v0";
+
+/// What a checkpoint's meta stage becomes when resumed under other encoder settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResumedMetaStage {
+    /// The same settings: V0, the inner step size and their moments are restored.
+    Restored,
+    /// The meta settings changed or the stage was dropped: V0 and the inner step size
+    /// start again from their initial values (or are absent), with fresh moments.
+    Restarted,
+    /// Other settings changed: the checkpoint does not fit.
+    Refused,
+}
+
+/// How a checkpoint trained with encoder settings `saved` resumes under `now`: the same
+/// settings restore everything; with the hypernetwork method in both, the meta stage's
+/// settings (inner steps, rule and step size, first order, meta steps and rate) may
+/// change, which restarts the meta stage, or drop it (`meta_steps = 0`: the pack then
+/// leaves V0 and the inner step size out and `--method meta` reports that it lacks
+/// them). Every other variable is untouched by the meta stage, which freezes them, so
+/// nothing else changes. Any other change is refused.
+fn resumed_meta_stage(
+    saved: &config::EncoderConfig,
+    now: &config::EncoderConfig,
+) -> ResumedMetaStage {
     use config::Method::Hyper;
-    if now.meta_steps == 0 && now.method == Hyper && saved.method == Hyper {
-        let without_meta = |e: &config::EncoderConfig| config::EncoderConfig {
-            inner_steps: 0,
-            inner_lr: 0.0,
-            first_order: false,
-            meta_steps: 0,
-            meta_lr: 0.0,
-            ..e.clone()
-        };
-        without_meta(saved) == without_meta(now)
+    let without_meta = |e: &config::EncoderConfig| config::EncoderConfig {
+        inner_steps: 0,
+        inner_lr: 0.0,
+        inner_step: config::InnerStep::default(),
+        first_order: false,
+        meta_steps: 0,
+        meta_lr: 0.0,
+        ..e.clone()
+    };
+    if saved == now {
+        ResumedMetaStage::Restored
+    } else if now.method == Hyper
+        && saved.method == Hyper
+        && without_meta(saved) == without_meta(now)
+    {
+        ResumedMetaStage::Restarted
     } else {
-        saved == now
+        ResumedMetaStage::Refused
     }
 }
 
@@ -817,6 +875,7 @@ pub fn run(
         trainer.set_fit_instances(&instances);
     }
     let main_steps = options.steps.unwrap_or(config.train.steps);
+    trainer.rewind_restarted_meta_stage(main_steps);
     let meta_steps = if config.encoder.method == crate::config::Method::Hyper {
         config.encoder.meta_steps
     } else {

@@ -9,8 +9,9 @@ use ipc_codec::encoder::{
 use ipc_codec::rng::SplitMix64;
 use ipc_codec::synthesis::TileSynthesizer;
 use ipc_codec::ModelPack;
-use ipc_train::config::TrainConfig;
+use ipc_train::config::{InnerStep, TrainConfig};
 use ipc_train::encode::{model_of_pack, TorchBackend};
+use ipc_train::export::NORM_SCALED_TENSOR;
 use ipc_train::trainer::Trainer;
 use tch::{Device, Kind, Tensor};
 
@@ -89,11 +90,20 @@ fn trained_pack_with_gain(
     orientation: &str,
     weight_gain: &str,
 ) -> ModelPack {
+    trained_pack_of(&config_with_gain(
+        modality,
+        method,
+        orientation,
+        weight_gain,
+    ))
+}
+
+/// A pack from four training steps of `cfg`.
+fn trained_pack_of(cfg: &TrainConfig) -> ModelPack {
     // One thread: libtorch's multi-threaded reductions would make the pack, and with it
     // the encodes compared below, differ from run to run.
     tch::set_num_threads(1);
-    let cfg = config_with_gain(modality, method, orientation, weight_gain);
-    let mut trainer = Trainer::new(&cfg, Device::Cpu).unwrap();
+    let mut trainer = Trainer::new(cfg, Device::Cpu).unwrap();
     let shape = [3, cfg.tile_samples() as i64, cfg.channels() as i64];
     for _ in 0..4 {
         trainer.train_step(&(Tensor::rand(shape, (Kind::Float, Device::Cpu)) * 0.8 - 0.3));
@@ -179,8 +189,15 @@ fn hypernetwork_matches_tch() {
 #[test]
 fn inner_steps_match_tch() {
     let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
-    for (modality, orientation) in cases() {
-        let pack = trained_pack(modality, "meta", orientation);
+    // Both inner-step rules (docs/method.md §5): the plain one writes
+    // `encoder.meta.norm_scaled = 0`, which the encoder must honour.
+    let rules = [InnerStep::NormScaled, InnerStep::Plain];
+    for ((modality, orientation), rule) in cases().flat_map(|c| rules.map(|r| (c, r))) {
+        let mut cfg = config_with_gain(modality, "meta", orientation, "none");
+        cfg.encoder.inner_step = rule;
+        let pack = trained_pack_of(&cfg);
+        let written = hypernet_scalar(&pack, NORM_SCALED_TENSOR);
+        assert_eq!(written, (rule == InnerStep::Plain).then_some(0.0));
         let (model, _vs) = model_of_pack(&pack, Method::Meta, Device::Cpu).unwrap();
         let encoder = Encoder::new(
             &pack,
@@ -197,9 +214,24 @@ fn inner_steps_match_tch() {
         let diff = max_abs_diff(&rust, &torch);
         assert!(
             diff <= 1e-4,
-            "{modality} {orientation}: max abs diff {diff}"
+            "{modality} {orientation} {rule:?}: max abs diff {diff}"
         );
+        // The two rules really step differently from the same V0.
+        let mut other = model_of_pack(&pack, Method::Meta, Device::Cpu).unwrap().0;
+        other.config.encoder.inner_step = match rule {
+            InnerStep::NormScaled => InnerStep::Plain,
+            InnerStep::Plain => InnerStep::NormScaled,
+        };
+        let differs = to_vec(&other.adapt(&as_tensor(&t), 3, lr, false));
+        assert!(max_abs_diff(&rust, &differs) > 1e-3, "{modality} {rule:?}");
     }
+}
+
+/// The pack's one-element tensor `name`, if it has it.
+fn hypernet_scalar(pack: &ModelPack, name: &str) -> Option<f32> {
+    let (_, shape, data) = pack.contents().extra.iter().find(|(n, _, _)| n == name)?;
+    assert_eq!(shape, &[1], "{name}");
+    Some(data[0])
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use ipc_train::config::TrainConfig;
+use ipc_train::config::{InnerStep, TrainConfig};
 use ipc_train::export::LOG_INNER_LR_VAR;
 use ipc_train::trainer::Trainer;
 use tch::{Device, Kind, Tensor};
@@ -211,7 +211,7 @@ fn a_resumed_run_can_add_finer_levels() {
 /// A run that ran its meta stage can be resumed with the meta stage dropped
 /// (`meta_steps = 0`, whatever the other meta settings): every variable but V0 and the
 /// inner step size comes back unchanged, and the pack leaves those two out. Changing
-/// the meta settings while keeping a meta stage is still refused.
+/// other encoder settings is refused.
 #[test]
 fn a_resumed_run_can_drop_the_meta_stage() {
     let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
@@ -260,12 +260,81 @@ fn a_resumed_run_can_drop_the_meta_stage() {
         "{names:?}"
     );
 
-    let mut other_meta = cfg.clone();
-    other_meta.encoder.inner_lr = 0.5;
-    let mut third = Trainer::new(&other_meta, Device::Cpu).unwrap();
+    // Other encoder settings than the meta stage's are refused.
+    let mut other_encoder = cfg.clone();
+    other_encoder.encoder.patch = 2;
+    let mut third = Trainer::new(&other_encoder, Device::Cpu).unwrap();
     let err = third.load_checkpoint(&path).unwrap_err().to_string();
     assert!(
         err.contains("another model or encoder configuration"),
         "{err}"
     );
+}
+
+/// A run that ran its meta stage, resumed with other meta settings (here the plain
+/// inner step, docs/method.md §5), runs the whole meta stage again: V0 and the inner
+/// step size start from their initial values, every other variable is restored, and
+/// the step goes back to the end of the main stage.
+#[test]
+fn a_resumed_run_restarts_a_changed_meta_stage() {
+    let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let cfg = config("instance-input");
+    let path = checkpoint_path("restart-meta");
+    let mut first = Trainer::new(&cfg, Device::Cpu).unwrap();
+    steps(&mut first, 0, 9);
+    first.save_checkpoint(&path).unwrap();
+    let saved = variables(&first);
+
+    let mut plain = cfg.clone();
+    plain.encoder.inner_step = InnerStep::Plain;
+    plain.encoder.inner_lr = 0.5;
+    let initial = variables(&Trainer::new(&plain, Device::Cpu).unwrap());
+    let mut second = Trainer::new(&plain, Device::Cpu).unwrap();
+    second.load_checkpoint(&path).unwrap();
+    assert_eq!(second.step, 9);
+    second.rewind_restarted_meta_stage(6);
+    assert_eq!(second.step, 6);
+    let is_meta = |name: &str| name == "encoder.v0" || name == LOG_INNER_LR_VAR;
+    let loaded = variables(&second);
+    assert_eq!(loaded.len(), saved.len());
+    for (((name, x), (_, y)), (_, z)) in saved.iter().zip(&loaded).zip(&initial) {
+        if is_meta(name) {
+            assert_eq!(y, z, "{name} should start again");
+            assert_ne!(x, z, "{name} was not trained, the test is empty");
+        } else {
+            assert_eq!(x, y, "{name} changed on resuming");
+        }
+    }
+    // The meta stage runs again under the plain rule and moves V0.
+    steps(&mut second, 6, 9);
+    let v0 = |vars: &[(String, Vec<f32>)]| {
+        vars.iter()
+            .find(|(n, _)| n == "encoder.v0")
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert_ne!(v0(&variables(&second)), v0(&initial));
+
+    // A checkpoint written without a meta stage (no V0, no moments for it) can get one
+    // back.
+    let mut dropped = cfg.clone();
+    dropped.encoder.meta_steps = 0;
+    let mut without = Trainer::new(&dropped, Device::Cpu).unwrap();
+    without.load_checkpoint(&path).unwrap();
+    let path_without = checkpoint_path("restart-meta-without");
+    without.save_checkpoint(&path_without).unwrap();
+    let mut again = Trainer::new(&plain, Device::Cpu).unwrap();
+    again.load_checkpoint(&path_without).unwrap();
+    again.rewind_restarted_meta_stage(6);
+    assert_eq!(again.step, 6);
+    assert_eq!(variables(&again), loaded);
+
+    // With the same settings nothing restarts.
+    let mut same = Trainer::new(&cfg, Device::Cpu).unwrap();
+    same.load_checkpoint(&path).unwrap();
+    same.rewind_restarted_meta_stage(6);
+    assert_eq!(same.step, 9);
+    assert_eq!(variables(&same), saved);
 }
