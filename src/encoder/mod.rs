@@ -282,6 +282,34 @@ impl fmt::Debug for MetaInit {
     }
 }
 
+/// The rule of the pack's CAVIA inner step (spec/model-pack.md §4.3,
+/// `encoder.meta.norm_scaled`): absent means the norm-scaled rule, the only rule of
+/// packs written before the tensor existed; a value other than 0 or 1 is an error.
+///
+/// ```
+/// use ipc_codec::encoder::{inner_step_rule, refine::InnerStepRule};
+/// use ipc_codec::{pack::synthetic::SyntheticPack, ModelPack};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pack = ModelPack::from_pack_file(&SyntheticPack::small_image().build_with_encoders().to_pack_file()?)?;
+/// assert_eq!(inner_step_rule(&pack)?, InnerStepRule::NormScaled);
+/// # Ok(()) }
+/// ```
+pub fn inner_step_rule(pack: &ModelPack) -> Result<refine::InnerStepRule, EncodeError> {
+    const NAME: &str = "encoder.meta.norm_scaled";
+    if hypernet::tensor_shape(pack, NAME).is_none() {
+        return Ok(refine::InnerStepRule::NormScaled);
+    }
+    match hypernet::scalar(pack, NAME)? {
+        1.0 => Ok(refine::InnerStepRule::NormScaled),
+        0.0 => Ok(refine::InnerStepRule::Plain),
+        x => Err(EncodeError::PackTensor {
+            name: NAME.into(),
+            problem: format!("{x} is neither 0 nor 1"),
+        }),
+    }
+}
+
 fn encoder_tensor_names(pack: &ModelPack) -> String {
     let mut prefixes: Vec<&str> = pack
         .contents()
@@ -326,21 +354,7 @@ impl<'p> Encoder<'p> {
                         problem: format!("inner_steps {steps}, inner_lr {lr}"),
                     });
                 }
-                // spec/model-pack.md §4.3: absent means the norm-scaled rule, the only
-                // rule of packs written before the tensor existed.
-                let rule = match hypernet::tensor_shape(pack, "encoder.meta.norm_scaled") {
-                    None => refine::InnerStepRule::NormScaled,
-                    Some(_) => match hypernet::scalar(pack, "encoder.meta.norm_scaled")? {
-                        1.0 => refine::InnerStepRule::NormScaled,
-                        0.0 => refine::InnerStepRule::Plain,
-                        x => {
-                            return Err(EncodeError::PackTensor {
-                                name: "encoder.meta.norm_scaled".into(),
-                                problem: format!("{x} is neither 0 nor 1"),
-                            })
-                        }
-                    },
-                };
+                let rule = inner_step_rule(pack)?;
                 (
                     None,
                     Some(MetaInit {

@@ -68,7 +68,7 @@ pub fn learning_rate(it: usize, iterations: usize, step: f32) -> f64 {
 
 /// How one CAVIA inner step moves V (spec/model-pack.md §4.3, `encoder.meta.norm_scaled`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum InnerStepRule {
+pub enum InnerStepRule {
     /// `V <- V - eps ||V||_F^2 grad_V mse`: the step does not depend on V's scale, which
     /// weight normalisation makes irrelevant to the output (docs/method.md §5).
     NormScaled,

@@ -68,12 +68,9 @@ pub fn config_of_pack(pack: &ModelPack, method: Method) -> Result<TrainConfig, E
             patch: 1,
             inner_steps: hypernet::scalar(pack, "encoder.meta.inner_steps")? as usize,
             inner_lr: f64::from(hypernet::scalar(pack, "encoder.meta.inner_lr")?),
-            // spec/model-pack.md §4.3: absent means the norm-scaled rule.
-            inner_step: match hypernet::tensor_shape(pack, crate::export::NORM_SCALED_TENSOR) {
-                Some(_) if hypernet::scalar(pack, crate::export::NORM_SCALED_TENSOR)? == 0.0 => {
-                    crate::config::InnerStep::Plain
-                }
-                _ => crate::config::InnerStep::NormScaled,
+            inner_step: match ipc_codec::encoder::inner_step_rule(pack)? {
+                refine::InnerStepRule::NormScaled => crate::config::InnerStep::NormScaled,
+                refine::InnerStepRule::Plain => crate::config::InnerStep::Plain,
             },
             ..defaults
         },
