@@ -730,6 +730,41 @@ mod tests {
     }
 
     #[test]
+    fn fast_path_matches_reference_with_pre_width() {
+        // Layers before the modulated one wider (24) or narrower (8) than the rest (16).
+        for pre_width in [24, 8] {
+            check(
+                SyntheticPack::small_image()
+                    .instance_input()
+                    .with_pre_width(pre_width),
+                30,
+                2,
+            );
+            check(
+                SyntheticPack::small_image().with_pre_width(pre_width),
+                30,
+                2,
+            );
+            let deep = SyntheticPack {
+                layers: 6,
+                modulated_layer: 3,
+                rank: 2,
+                ..SyntheticPack::small_image()
+                    .instance_input()
+                    .with_pre_width(pre_width)
+            };
+            check(deep, 4, 3);
+            check(
+                SyntheticPack::small_audio()
+                    .instance_input()
+                    .with_pre_width(pre_width),
+                40,
+                2,
+            );
+        }
+    }
+
+    #[test]
     fn instance_input_v_acts_on_the_input_side() {
         // Two Vs that differ only in one row (one input of the modulated layer) give
         // different tiles; with shared-input, h·U is common to all tiles, so such a
@@ -765,6 +800,21 @@ mod tests {
         assert_eq!(
             TileSynthesizer::new(&instance).macs_per_sample(),
             8 * (128 + 128) + later
+        );
+    }
+
+    #[test]
+    fn macs_per_sample_count_the_pre_width_once() {
+        // Layer 0 is per pack: a wider one adds only r · in_m to the modulated layer.
+        let pack = load(
+            &SyntheticPack::representative_image()
+                .instance_input()
+                .with_pre_width(512),
+        );
+        let later = (2 * 128 * 128 + 128 * 3) as u64;
+        assert_eq!(
+            TileSynthesizer::new(&pack).macs_per_sample(),
+            8 * (512 + 128) + later
         );
     }
 

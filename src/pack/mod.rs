@@ -173,6 +173,12 @@ pub struct PackConfig {
     pub frequencies: usize,
     /// Hidden width d of the MLP.
     pub width: usize,
+    /// Width of the hidden layers before the modulated layer (`out_l` for `l < m`, so
+    /// also `in_m`, the number of patterns V combines; spec/model-pack.md §3.1). Absent
+    /// in the JSON means [`PackConfig::width`], so packs written before the field keep
+    /// their bytes; [`PackConfig::pre_layer_width`] gives the width either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_width: Option<usize>,
     /// Number of linear layers.
     pub layers: usize,
     /// Index of the modulated layer, whose weight is U V or V U ([`Orientation`]).
@@ -225,15 +231,27 @@ impl PackConfig {
         self.tile_width * self.tile_height
     }
 
-    /// `(inputs, outputs)` of layer `l`.
+    /// Width of the hidden layers before the modulated layer: `pre_width`, or `width`
+    /// where the pack does not give it (spec/model-pack.md §3.1).
+    pub fn pre_layer_width(&self) -> usize {
+        self.pre_width.unwrap_or(self.width)
+    }
+
+    /// `(inputs, outputs)` of layer `l` (spec/model-pack.md §4): layers before the
+    /// modulated layer `m` are `pre_width` wide, the others `width`.
     pub fn layer_shape(&self, l: usize) -> (usize, usize) {
+        let m = self.modulated_layer;
         let inputs = if l == 0 {
             self.feature_dim()
+        } else if l <= m {
+            self.pre_layer_width()
         } else {
             self.width
         };
         let outputs = if l + 1 == self.layers {
             self.out_channels
+        } else if l < m {
+            self.pre_layer_width()
         } else {
             self.width
         };
@@ -318,6 +336,11 @@ impl PackConfig {
         if !(1..=MAX_WIDTH).contains(&self.width) {
             return bad(format!("width {} not in 1..={MAX_WIDTH}", self.width));
         }
+        if let Some(w) = self.pre_width {
+            if !(1..=MAX_WIDTH).contains(&w) {
+                return bad(format!("pre_width {w} not in 1..={MAX_WIDTH}"));
+            }
+        }
         if !(2..=MAX_LAYERS).contains(&self.layers) {
             return bad(format!("layers {} not in 2..={MAX_LAYERS}", self.layers));
         }
@@ -355,7 +378,10 @@ impl PackConfig {
                 self.tile_width, self.tile_height
             ));
         }
-        let widest = self.feature_dim().max(self.width);
+        let widest = self
+            .feature_dim()
+            .max(self.width)
+            .max(self.pre_layer_width());
         if self.tile_samples() * widest > MAX_TILE_ACTIVATIONS {
             return bad(format!(
                 "tile of {} samples x {widest} activations exceeds {MAX_TILE_ACTIVATIONS}",
@@ -1081,6 +1107,58 @@ mod tests {
         };
         let pack = ModelPack::from_safetensors(&first.build().to_safetensors().unwrap()).unwrap();
         assert_eq!(pack.config().v_shape(), (32, 4));
+    }
+
+    #[test]
+    fn pre_width_sets_the_layers_before_the_modulated_one() {
+        // spec/model-pack.md §4: in_l = p for 1 <= l <= m, out_l = p for l < m.
+        let spec = SyntheticPack {
+            layers: 5,
+            modulated_layer: 2,
+            ..SyntheticPack::small_image()
+                .instance_input()
+                .with_pre_width(24)
+        };
+        let pack = ModelPack::from_safetensors(&spec.build().to_safetensors().unwrap()).unwrap();
+        let cfg = pack.config();
+        assert_eq!(cfg.pre_width, Some(24));
+        let shapes: Vec<_> = (0..5).map(|l| cfg.layer_shape(l)).collect();
+        assert_eq!(shapes, [(32, 24), (24, 24), (24, 16), (16, 16), (16, 3)]);
+        assert_eq!((cfg.v_shape(), cfg.u_shape()), ((24, 4), (4, 16)));
+        assert_eq!(pack.contents().entropy.contexts.len(), 24 * 4);
+        // Shared-input: U takes the wide input, V keeps [r, d].
+        let shared = SyntheticPack::small_image().with_pre_width(24);
+        let pack = ModelPack::from_safetensors(&shared.build().to_safetensors().unwrap()).unwrap();
+        assert_eq!(
+            (pack.config().u_shape(), pack.config().v_shape()),
+            ((24, 4), (4, 16))
+        );
+        // Absent, the field is not written and means `width`, so older packs keep their
+        // bytes and shapes.
+        let plain = SyntheticPack::small_image().build();
+        let raw = plain.to_safetensors().unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("pre_width"));
+        assert_eq!(
+            ModelPack::from_safetensors(&raw)
+                .unwrap()
+                .config()
+                .layer_shape(0),
+            (32, 16)
+        );
+    }
+
+    #[test]
+    fn bad_pre_widths_are_rejected() {
+        let contents = SyntheticPack::small_image().with_pre_width(24).build();
+        for bad in ["0", "4097", "-1", "2.5", "\"24\""] {
+            let raw = with_config(&contents, |j| {
+                j.replace("\"pre_width\":24", &format!("\"pre_width\":{bad}"))
+            });
+            assert!(
+                matches!(ModelPack::from_safetensors(&raw), Err(PackError::Config(_))),
+                "pre_width {bad}"
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct SyntheticPack {
     pub max_frequency: f32,
     /// Hidden width.
     pub width: usize,
+    /// Width of the layers before the modulated layer (`None`: `width`, and no
+    /// `pre_width` field in the configuration).
+    pub pre_width: Option<usize>,
     /// Number of linear layers.
     pub layers: usize,
     /// Index of the modulated layer.
@@ -52,6 +55,7 @@ impl SyntheticPack {
             frequencies: 8,
             max_frequency: 16.0,
             width: 16,
+            pre_width: None,
             layers: 4,
             modulated_layer: 1,
             rank: 4,
@@ -72,6 +76,7 @@ impl SyntheticPack {
             frequencies: 16,
             max_frequency: 64.0,
             width: 16,
+            pre_width: None,
             layers: 3,
             modulated_layer: 1,
             rank: 4,
@@ -93,6 +98,7 @@ impl SyntheticPack {
             frequencies: 64,
             max_frequency: 128.0,
             width: 128,
+            pre_width: None,
             layers: 5,
             modulated_layer: 1,
             rank: 8,
@@ -111,6 +117,16 @@ impl SyntheticPack {
     pub fn instance_input(self) -> SyntheticPack {
         SyntheticPack {
             orientation: Orientation::InstanceInput,
+            ..self
+        }
+    }
+
+    /// The same pack with layers `pre_width` wide before the modulated layer
+    /// (spec/model-pack.md §3.1), so that V combines `pre_width` patterns in the
+    /// instance-input orientation.
+    pub fn with_pre_width(self, pre_width: usize) -> SyntheticPack {
+        SyntheticPack {
+            pre_width: Some(pre_width),
             ..self
         }
     }
@@ -149,6 +165,7 @@ impl SyntheticPack {
             out_channels,
             frequencies: self.frequencies,
             width: self.width,
+            pre_width: self.pre_width,
             layers: self.layers,
             modulated_layer: self.modulated_layer,
             rank: self.rank,

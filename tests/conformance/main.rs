@@ -188,6 +188,8 @@ vector_tests! { check_valid, VALID:
     valid_audio_stereo_300_v2_restoration => "audio-stereo-300-v2-restoration.ipc",
     valid_image_rgb_40x24_gain_every_layer => "image-rgb-40x24-gain-every-layer.ipc",
     valid_audio_mono_1000_gain_output => "audio-mono-1000-gain-output.ipc",
+    valid_image_rgb_40x24_pre_width => "image-rgb-40x24-pre-width.ipc",
+    valid_audio_mono_1000_pre_width => "audio-mono-1000-pre-width.ipc",
 }
 
 vector_tests! { check_invalid, INVALID:

@@ -36,6 +36,12 @@ struct Packs {
     /// on the output layer only.
     image_gain: ModelPack,
     audio_gain: ModelPack,
+    /// Packs whose layers before the modulated one are wider than the rest
+    /// (`pre_width`, spec/model-pack.md §3.1, §4): the image one in the instance-input
+    /// orientation (V `[24, 4]`), the audio one in the shared-input orientation (U
+    /// `[24, 4]`).
+    image_pre_width: ModelPack,
+    audio_pre_width: ModelPack,
 }
 
 impl Packs {
@@ -49,6 +55,8 @@ impl Packs {
             "audio-neighbour" => &self.audio_neighbour,
             "image-gain" => &self.image_gain,
             "audio-gain" => &self.audio_gain,
+            "image-pre-width" => &self.image_pre_width,
+            "audio-pre-width" => &self.audio_pre_width,
             k => panic!("no pack {k}"),
         }
     }
@@ -221,6 +229,25 @@ pub fn write_all(dir: &Path) {
         &dir.join("packs/synthetic-audio-gain.ipcpack"),
         &audio_gain_file,
     );
+    let image_pw_file = SyntheticPack::small_image()
+        .instance_input()
+        .with_pre_width(24)
+        .build()
+        .to_pack_file()
+        .unwrap();
+    let audio_pw_file = SyntheticPack::small_audio()
+        .with_pre_width(24)
+        .build()
+        .to_pack_file()
+        .unwrap();
+    write(
+        &dir.join("packs/synthetic-image-pre-width.ipcpack"),
+        &image_pw_file,
+    );
+    write(
+        &dir.join("packs/synthetic-audio-pre-width.ipcpack"),
+        &audio_pw_file,
+    );
     let packs = Packs {
         image: ModelPack::from_pack_file(&image_file).unwrap(),
         audio: ModelPack::from_pack_file(&audio_file).unwrap(),
@@ -230,6 +257,8 @@ pub fn write_all(dir: &Path) {
         audio_neighbour: ModelPack::from_pack_file(&audio_nb_file).unwrap(),
         image_gain: ModelPack::from_pack_file(&image_gain_file).unwrap(),
         audio_gain: ModelPack::from_pack_file(&audio_gain_file).unwrap(),
+        image_pre_width: ModelPack::from_pack_file(&image_pw_file).unwrap(),
+        audio_pre_width: ModelPack::from_pack_file(&audio_pw_file).unwrap(),
     };
     let pack_entry = |file: &str, pack: &ModelPack| json!({ "file": file, "id": pack.id().to_string(), "name": pack.config().name });
 
@@ -545,6 +574,37 @@ pub fn write_all(dir: &Path) {
             .into_iter()
             .map(|(case, format)| valid_vector(dir, &packs, &mut rng, case, format)),
     );
+    // Packs with a pre_width (spec/model-pack.md §4), from their own seed.
+    let mut rng = SplitMix64(2031);
+    let pre_width_cases: Vec<(Case, FileFormat)> = vec![
+        (
+            (
+                "image-rgb-40x24-pre-width",
+                "image-pre-width",
+                image(40, 24, 3, 8),
+                2,
+                None,
+                false,
+            ),
+            V2_PLAIN,
+        ),
+        (
+            (
+                "audio-mono-1000-pre-width",
+                "audio-pre-width",
+                audio(1000, 1),
+                1,
+                None,
+                false,
+            ),
+            FileFormat::VERSION_1,
+        ),
+    ];
+    vectors.extend(
+        pre_width_cases
+            .into_iter()
+            .map(|(case, format)| valid_vector(dir, &packs, &mut rng, case, format)),
+    );
     for (name, key, bytes, error, what) in v2_invalid {
         write(&dir.join(format!("invalid/{name}.ipc")), &bytes);
         invalid_entries.push(
@@ -564,6 +624,8 @@ pub fn write_all(dir: &Path) {
             "audio-neighbour": pack_entry("synthetic-audio-neighbour.ipcpack", &packs.audio_neighbour),
             "image-gain": pack_entry("synthetic-image-gain.ipcpack", &packs.image_gain),
             "audio-gain": pack_entry("synthetic-audio-gain.ipcpack", &packs.audio_gain),
+            "image-pre-width": pack_entry("synthetic-image-pre-width.ipcpack", &packs.image_pre_width),
+            "audio-pre-width": pack_entry("synthetic-audio-pre-width.ipcpack", &packs.audio_pre_width),
         },
         "vectors": vectors,
         "invalid": invalid_entries,

@@ -71,6 +71,12 @@ pub struct ModelConfig {
     pub max_frequency: f64,
     /// Hidden width d.
     pub width: usize,
+    /// Width of the layers before the modulated one, which is also the number of
+    /// patterns V combines in the instance-input orientation (spec/model-pack.md §3.1:
+    /// `pre_width`); absent: `width`. The pack computes those layers once, not per
+    /// tile, so a wider one costs decoding only the modulated layer's `in_m · r`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_width: Option<usize>,
     /// Linear layers.
     pub layers: usize,
     /// Index of the modulated layer (docs/method.md §3: the second layer, index 1, is best).
@@ -507,6 +513,7 @@ impl TrainConfig {
             out_channels: self.channels(),
             frequencies: m.frequencies,
             width: m.width,
+            pre_width: m.pre_width,
             layers: m.layers,
             modulated_layer: m.modulated_layer,
             rank: m.rank,
@@ -573,6 +580,9 @@ impl TrainConfig {
                 "model: width {} rank {} layers {} modulated_layer {} (need width, rank >= 1, layers >= 2, modulated_layer < layers - 1)",
                 m.width, m.rank, m.layers, m.modulated_layer
             ));
+        }
+        if m.pre_width == Some(0) {
+            return bad("model.pre_width must be >= 1".into());
         }
         if m.tile[0] == 0 || m.tile[1] == 0 {
             return bad("model.tile must be positive".into());

@@ -85,6 +85,7 @@ pub fn config_of_pack(pack: &ModelPack, method: Method) -> Result<TrainConfig, E
             // The pack's own frequencies replace the log-spaced ones (model_of_pack).
             max_frequency: 1.0,
             width: c.width,
+            pre_width: c.pre_width,
             layers: c.layers,
             modulated_layer: c.modulated_layer,
             rank: c.rank,

@@ -164,25 +164,27 @@ fn hypernetwork_matches_tch() {
     let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
     for (modality, orientation) in cases() {
         let pack = trained_pack(modality, "hyper", orientation);
-        let (model, _vs) = model_of_pack(&pack, Method::Hyper, Device::Cpu).unwrap();
-        let encoder = Encoder::new(&pack, EncoderConfig::default()).unwrap();
-        let t = tiles(&pack, 5, 1);
-        for level in 0..2 {
-            let rust = encoder.predict(&t, level);
-            let levels = Tensor::full([5], level as i64, (Kind::Int64, Device::Cpu));
-            let torch = to_vec(&tch::no_grad(|| {
-                model
-                    .hyper
-                    .as_ref()
-                    .unwrap()
-                    .forward(&as_tensor(&t), &levels)
-            }));
-            let diff = max_abs_diff(&rust, &torch);
-            assert!(
-                diff <= 1e-4,
-                "{modality} {orientation} level {level}: max abs diff {diff}"
-            );
-        }
+        hypernetwork_matches_tch_on(&pack, &format!("{modality} {orientation}"));
+    }
+}
+
+/// The Rust hypernetwork against the tch one rebuilt from `pack`, at both levels.
+fn hypernetwork_matches_tch_on(pack: &ModelPack, label: &str) {
+    let (model, _vs) = model_of_pack(pack, Method::Hyper, Device::Cpu).unwrap();
+    let encoder = Encoder::new(pack, EncoderConfig::default()).unwrap();
+    let t = tiles(pack, 5, 1);
+    for level in 0..2 {
+        let rust = encoder.predict(&t, level);
+        let levels = Tensor::full([5], level as i64, (Kind::Int64, Device::Cpu));
+        let torch = to_vec(&tch::no_grad(|| {
+            model
+                .hyper
+                .as_ref()
+                .unwrap()
+                .forward(&as_tensor(&t), &levels)
+        }));
+        let diff = max_abs_diff(&rust, &torch);
+        assert!(diff <= 1e-4, "{label} level {level}: max abs diff {diff}");
     }
 }
 
@@ -240,37 +242,63 @@ fn distortion_gradient_matches_autograd() {
     // Without and with learned gains after the normalisation.
     for ((modality, orientation), gain) in cases().flat_map(|c| [(c, "none"), (c, "every-layer")]) {
         let pack = trained_pack_with_gain(modality, "hyper", orientation, gain);
-        let (model, _vs) = model_of_pack(&pack, Method::Hyper, Device::Cpu).unwrap();
-        let t = tiles(&pack, 3, 3);
-        let c = pack.config();
-        let (rows, cols) = c.v_shape();
-        let v: Vec<f32> = SplitMix64(4).uniform_vec(3 * c.v_len(), 1.0);
-        let rust_model = DistortionModel::new(TileSynthesizer::new(&pack));
-        let mut grad = vec![0f32; v.len()];
-        let mut mse = vec![0f64; 3];
-        rust_model.evaluate(&v, &t, Some(&mut grad), &mut mse, 1);
-        let leaf = Tensor::from_slice(&v)
-            .reshape([3, rows as i64, cols as i64])
-            .set_requires_grad(true);
-        let torch_mse =
-            ipc_train::model::IpcModel::instance_mse(&model.synthesize(&leaf), &as_tensor(&t));
-        let g = Tensor::run_backward(&[&torch_mse.sum(Kind::Float)], &[&leaf], false, false)
-            .pop()
-            .unwrap();
-        let torch_grad = to_vec(&g);
-        let scale = torch_grad.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let diff = max_abs_diff(&grad, &torch_grad);
-        assert!(
-            diff <= 1e-4 * scale.max(1.0),
-            "{modality} {orientation} gain {gain}: {diff} (scale {scale})"
+        distortion_gradient_matches_autograd_on(
+            &pack,
+            &format!("{modality} {orientation} gain {gain}"),
         );
-        let torch_mse = to_vec(&torch_mse);
-        for (a, b) in mse.iter().zip(&torch_mse) {
-            assert!(
-                (a - f64::from(*b)).abs() <= 1e-5 * a.max(1e-3),
-                "{a} vs {b}"
-            );
-        }
+    }
+}
+
+/// The encoder's hand-derived distortion and gradient against libtorch's autograd
+/// through the tch model rebuilt from `pack`.
+fn distortion_gradient_matches_autograd_on(pack: &ModelPack, label: &str) {
+    let (model, _vs) = model_of_pack(pack, Method::Hyper, Device::Cpu).unwrap();
+    let t = tiles(pack, 3, 3);
+    let c = pack.config();
+    let (rows, cols) = c.v_shape();
+    let v: Vec<f32> = SplitMix64(4).uniform_vec(3 * c.v_len(), 1.0);
+    let rust_model = DistortionModel::new(TileSynthesizer::new(pack));
+    let mut grad = vec![0f32; v.len()];
+    let mut mse = vec![0f64; 3];
+    rust_model.evaluate(&v, &t, Some(&mut grad), &mut mse, 1);
+    let leaf = Tensor::from_slice(&v)
+        .reshape([3, rows as i64, cols as i64])
+        .set_requires_grad(true);
+    let torch_mse =
+        ipc_train::model::IpcModel::instance_mse(&model.synthesize(&leaf), &as_tensor(&t));
+    let g = Tensor::run_backward(&[&torch_mse.sum(Kind::Float)], &[&leaf], false, false)
+        .pop()
+        .unwrap();
+    let torch_grad = to_vec(&g);
+    let scale = torch_grad.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let diff = max_abs_diff(&grad, &torch_grad);
+    assert!(
+        diff <= 1e-4 * scale.max(1.0),
+        "{label}: {diff} (scale {scale})"
+    );
+    let torch_mse = to_vec(&torch_mse);
+    for (a, b) in mse.iter().zip(&torch_mse) {
+        assert!(
+            (a - f64::from(*b)).abs() <= 1e-5 * a.max(1e-3),
+            "{label}: {a} vs {b}"
+        );
+    }
+}
+
+/// Layers before the modulated one wider than the rest (`model.pre_width`,
+/// spec/model-pack.md §4): the hypernetwork's V and the distortion gradient with
+/// respect to it, in both orientations and modalities.
+#[test]
+fn pre_width_packs_match_tch() {
+    let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
+    for (modality, orientation) in cases() {
+        let mut cfg = config_with_gain(modality, "hyper", orientation, "none");
+        cfg.model.pre_width = Some(40);
+        let pack = trained_pack_of(&cfg);
+        assert_eq!(pack.config().layer_shape(1).0, 40);
+        let label = format!("{modality} {orientation} pre_width 40");
+        hypernetwork_matches_tch_on(&pack, &label);
+        distortion_gradient_matches_autograd_on(&pack, &label);
     }
 }
 

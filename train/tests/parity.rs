@@ -64,7 +64,14 @@ fn parity(modality: &str, weight_norm: bool, orientation: &str) {
 
 fn parity_with_gain(modality: &str, weight_norm: bool, orientation: &str, weight_gain: &str) {
     let cfg = config(modality, weight_norm, orientation, weight_gain);
-    let mut trainer = Trainer::new(&cfg, Device::Cpu).unwrap();
+    parity_of(
+        &cfg,
+        &format!("{modality} {orientation} gain {weight_gain}"),
+    );
+}
+
+fn parity_of(cfg: &TrainConfig, label: &str) {
+    let mut trainer = Trainer::new(cfg, Device::Cpu).unwrap();
     // A few real optimisation steps on random targets, so biases and weights move away
     // from their initial values.
     let shape = [3, cfg.tile_samples() as i64, cfg.channels() as i64];
@@ -97,7 +104,7 @@ fn parity_with_gain(modality: &str, weight_norm: bool, orientation: &str, weight
     let max = diffs.iter().cloned().fold(0.0, f64::max);
     assert!(
         mean <= 1e-4 && max <= 1e-3,
-        "{modality} {orientation} gain {weight_gain}: mean abs {mean}, max {max}"
+        "{label}: mean abs {mean}, max {max}"
     );
 }
 
@@ -131,6 +138,20 @@ fn packs_with_gains_match_tch_model() {
         for gain in ["output", "every-layer"] {
             parity_with_gain("audio", true, o, gain);
             parity_with_gain("image", true, o, gain);
+        }
+    }
+}
+
+#[test]
+fn packs_with_a_pre_width_match_tch_model() {
+    // Layers before the modulated one 40 wide, the rest 24 (spec/model-pack.md §4).
+    for o in ORIENTATIONS {
+        for modality in ["image", "audio"] {
+            let text = config_text(modality, true, o, "none")
+                .replace("width = 24\n", "width = 24\npre_width = 40\n");
+            let cfg = TrainConfig::parse(&text).unwrap();
+            assert_eq!(cfg.pack_config("").layer_shape(1).0, 40);
+            parity_of(&cfg, &format!("{modality} {o} pre_width 40"));
         }
     }
 }
