@@ -246,6 +246,7 @@ Examples:
   ipc-codec train --config train/configs/image.toml --out image.ipcpack
   ipc-codec train --config train/configs/image.toml --steps 200 --out /tmp/smoke.ipcpack
   ipc-codec train --config train/configs/image.toml --resume image.ckpt.safetensors --out image.ipcpack
+  ipc-codec train --config wider.toml --grow-from image.ckpt.safetensors --out wider.ipcpack
   ipc-codec train --config train/configs/speech.toml --device cuda --out speech.ipcpack";
 
 #[derive(Debug, Args)]
@@ -265,6 +266,12 @@ pub struct TrainArgs {
     /// Continue from a checkpoint written by an earlier run of the same config
     #[arg(long, value_name = "CKPT")]
     pub resume: Option<PathBuf>,
+
+    /// Start a new run from the weights of a checkpoint of a narrower model (the config
+    /// may raise model.pre_width, nothing else; the grown model starts out computing what
+    /// the saved one did)
+    #[arg(long, value_name = "CKPT", conflicts_with = "resume")]
+    pub grow_from: Option<PathBuf>,
 
     /// Device: cpu, cuda or auto (a GPU when there is one)
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]

@@ -58,6 +58,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         steps: args.steps,
         out: args.out.clone(),
         resume: args.resume.clone(),
+        grow_from: args.grow_from.clone(),
         device,
     };
     let report = train_run(

@@ -74,6 +74,9 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Checkpoint to resume from.
     pub resume: Option<PathBuf>,
+    /// Checkpoint of a smaller model to start a new run from
+    /// ([`Trainer::grow_from_checkpoint`]); ignored with `resume`.
+    pub grow_from: Option<PathBuf>,
     /// Device for libtorch.
     pub device: Device,
 }
@@ -653,6 +656,84 @@ impl Trainer {
         Ok(())
     }
 
+    /// Starts this run from the weights of a checkpoint of a narrower model of the same
+    /// design (issue 9 item 4: more capacity without starting over): the saved model may
+    /// differ from this one only by a smaller `pre_width` (spec/model-pack.md §3.1), so
+    /// that V combines more patterns. Every saved weight fills the leading block of its
+    /// variable; the grown part keeps its fresh initialisation (the new patterns of the
+    /// layers before the modulated one), except in the modulated layer's `U`, the
+    /// hypernetwork's output layer and `V0`, where it starts at zero, so that the grown
+    /// model computes exactly what the saved one did: the new patterns enter through
+    /// zero rows of V (instance-input) or of `U` (shared-input), and the random new
+    /// patterns give those rows a gradient. A larger rank is refused: its weight token
+    /// would change every other token's attention in the hypernetwork, so the grown
+    /// model would not start where the saved one stopped.
+    ///
+    /// Only the weights carry over: this is a new run (step 0, fresh optimiser moments,
+    /// its own schedule and seed); its own checkpoints resume it exactly.
+    pub fn grow_from_checkpoint(&mut self, path: &Path) -> Result<(), TrainError> {
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::fs::read_to_string(meta_path(path))
+            .map_err(|e| bad(format!("state file: {e}")))?;
+        let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let (saved, now) = (&meta.config.model, &self.config.model);
+        let saved_pre = saved.pre_width.unwrap_or(saved.width);
+        let now_pre = now.pre_width.unwrap_or(now.width);
+        let same_design = crate::config::ModelConfig {
+            pre_width: now.pre_width,
+            ..saved.clone()
+        } == *now;
+        if !same_design || saved_pre > now_pre {
+            return Err(bad(format!(
+                "it was trained with another model; a run can only grow from a model that \
+                 differs by a smaller pre_width (saved: pre_width {saved_pre}; now: \
+                 pre_width {now_pre})"
+            )));
+        }
+        let m = now.modulated_layer;
+        let zero_grown = |name: &str| {
+            name == format!("layers.{m}.u")
+                || name.starts_with("encoder.hyper.out.")
+                || name == V0_VAR
+        };
+        let weights: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+            .map_err(|e| bad(format!("weights: {e}")))?
+            .into_iter()
+            .collect();
+        let mut variables = self.vs.variables();
+        let mut names: Vec<String> = variables.keys().cloned().collect();
+        names.sort();
+        tch::no_grad(|| {
+            for name in names {
+                let Some(saved) = weights.get(&name) else {
+                    if name == LOG_INNER_LR_VAR {
+                        continue;
+                    }
+                    return Err(bad(format!("variable {name} is missing")));
+                };
+                let var = variables.get_mut(&name).expect("listed above");
+                let (have, want) = (saved.size(), var.size());
+                if have.len() != want.len() || have.iter().zip(&want).any(|(h, w)| h > w) {
+                    return Err(bad(format!(
+                        "variable {name} has shape {have:?} in the checkpoint, which does not fit in {want:?}"
+                    )));
+                }
+                if have != want && zero_grown(&name) {
+                    let _ = var.zero_();
+                }
+                let mut block = var.shallow_clone();
+                for (dim, &size) in have.iter().enumerate() {
+                    block = block.narrow(dim as i64, 0, size);
+                }
+                block.copy_(&saved.to_device(var.device()).to_kind(var.kind()));
+            }
+            Ok(())
+        })
+    }
+
     /// After [`Trainer::load_checkpoint`] restarted the meta stage (its settings
     /// changed): a checkpoint past `main_steps` goes back to step `main_steps`, so that
     /// the whole meta stage runs again under the new settings. The main stage's
@@ -845,6 +926,8 @@ pub fn run(
     let mut trainer = Trainer::new(config, options.device)?;
     if let Some(resume) = &options.resume {
         trainer.load_checkpoint(resume)?;
+    } else if let Some(smaller) = &options.grow_from {
+        trainer.grow_from_checkpoint(smaller)?;
     }
     if config.rate.tables == TableFit::Fitted {
         // Drawn from their own seed, so that fitting never moves the run's data order

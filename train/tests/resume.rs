@@ -338,3 +338,83 @@ fn a_resumed_run_restarts_a_changed_meta_stage() {
     assert_eq!(same.step, 9);
     assert_eq!(variables(&same), saved);
 }
+
+/// V for `batch(0)` from the hypernetwork and the network's output on it.
+fn predict_and_render(trainer: &Trainer) -> (Tensor, Tensor) {
+    tch::no_grad(|| {
+        let levels = Tensor::from_slice(&[0i64, 1, 1]);
+        let v = trainer
+            .model
+            .hyper
+            .as_ref()
+            .unwrap()
+            .forward(&batch(0), &levels);
+        let out = trainer.model.synthesize(&v);
+        (v, out)
+    })
+}
+
+#[test]
+fn a_grown_model_starts_where_the_smaller_one_stopped() {
+    let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    for orientation in ["shared-input", "instance-input"] {
+        let small_cfg = config(orientation);
+        let mut small = Trainer::new(&small_cfg, Device::Cpu).unwrap();
+        steps(&mut small, 0, 6);
+        let path = checkpoint_path(&format!("grow-{orientation}"));
+        small.save_checkpoint(&path).unwrap();
+        let (v_small, out_small) = predict_and_render(&small);
+
+        // Layer 0 twice as wide: 32 patterns instead of 16.
+        let mut big_cfg = config(orientation);
+        big_cfg.model.pre_width = Some(32);
+        let mut big = Trainer::new(&big_cfg, Device::Cpu).unwrap();
+        big.grow_from_checkpoint(&path).unwrap();
+        assert_eq!(big.step, 0, "growing starts a new run");
+        let (v_big, out_big) = predict_and_render(&big);
+        // The grown model computes what the smaller one did...
+        let diff = (&out_big - &out_small).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{orientation}: outputs differ by {diff}");
+        // ...with the smaller V in V's leading rows; in the instance-input orientation
+        // V's new rows (the new patterns') are zero, in the shared-input one V is
+        // unchanged and U's new rows are zero.
+        let u = |t: &Trainer| t.vs.variables().get("layers.1.u").unwrap().detach();
+        let rows = v_small.size()[1];
+        let diff = (v_big.narrow(1, 0, rows) - &v_small)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-5, "{orientation}: V differs by {diff}");
+        let new_part = |t: &Trainer, v: &Tensor| {
+            if orientation == "instance-input" {
+                v.narrow(1, 16, 16).abs().max().double_value(&[])
+            } else {
+                u(t).narrow(0, 16, 16).abs().max().double_value(&[])
+            }
+        };
+        assert_eq!(new_part(&big, &v_big), 0.0);
+        // ...and training moves the grown part away from zero.
+        steps(&mut big, 0, 3);
+        let (v_after, _) = predict_and_render(&big);
+        assert!(
+            new_part(&big, &v_after) > 0.0,
+            "{orientation}: the grown part did not train"
+        );
+
+        // Another width, another rank or a narrower model is refused.
+        for (change, value) in [("width", 24), ("rank", 4), ("pre_width", 8)] {
+            let mut other = config(orientation);
+            match change {
+                "width" => other.model.width = value,
+                "rank" => other.model.rank = value,
+                _ => other.model.pre_width = Some(value),
+            }
+            let err = Trainer::new(&other, Device::Cpu)
+                .unwrap()
+                .grow_from_checkpoint(&path)
+                .unwrap_err();
+            assert!(err.to_string().contains("another model"), "{change}: {err}");
+        }
+    }
+}
