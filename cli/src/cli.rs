@@ -267,9 +267,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "CKPT")]
     pub resume: Option<PathBuf>,
 
-    /// Start a new run from the weights of a checkpoint of a narrower model (the config
-    /// may raise model.pre_width, nothing else; the grown model starts out computing what
-    /// the saved one did)
+    /// Start a new run from the weights of a checkpoint of a smaller model (the config may
+    /// raise model.pre_width and model.rank, nothing else; the grown network starts out
+    /// computing what the saved one did)
     #[arg(long, value_name = "CKPT", conflicts_with = "resume")]
     pub grow_from: Option<PathBuf>,
 

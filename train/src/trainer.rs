@@ -656,18 +656,20 @@ impl Trainer {
         Ok(())
     }
 
-    /// Starts this run from the weights of a checkpoint of a narrower model of the same
+    /// Starts this run from the weights of a checkpoint of a smaller model of the same
     /// design (issue 9 item 4: more capacity without starting over): the saved model may
     /// differ from this one only by a smaller `pre_width` (spec/model-pack.md §3.1), so
-    /// that V combines more patterns. Every saved weight fills the leading block of its
-    /// variable; the grown part keeps its fresh initialisation (the new patterns of the
-    /// layers before the modulated one), except in the modulated layer's `U`, the
-    /// hypernetwork's output layer and `V0`, where it starts at zero, so that the grown
-    /// model computes exactly what the saved one did: the new patterns enter through
-    /// zero rows of V (instance-input) or of `U` (shared-input), and the random new
-    /// patterns give those rows a gradient. A larger rank is refused: its weight token
-    /// would change every other token's attention in the hypernetwork, so the grown
-    /// model would not start where the saved one stopped.
+    /// that V combines more patterns, and a smaller `rank`. Every saved weight fills the
+    /// leading block of its variable; the grown part keeps its fresh initialisation (the
+    /// new patterns of the layers before the modulated one, the new rank's weight token),
+    /// except in the modulated layer's `U`, the hypernetwork's output layer and `V0`,
+    /// where it starts at zero. So the grown synthesis network computes exactly what the
+    /// saved one did from V's leading block: the new patterns enter through zero rows of
+    /// V (instance-input) or of `U` (shared-input), the new rank through a zero row (or
+    /// column) of `U`, and the random new patterns and token give those a gradient. With
+    /// more patterns alone the grown hypernetwork also predicts the same V; a new rank's
+    /// weight token takes part in the hypernetwork's attention, so with it the predicted
+    /// V starts near, not at, the saved one's.
     ///
     /// Only the weights carry over: this is a new run (step 0, fresh optimiser moments,
     /// its own schedule and seed); its own checkpoints resume it exactly.
@@ -684,13 +686,15 @@ impl Trainer {
         let now_pre = now.pre_width.unwrap_or(now.width);
         let same_design = crate::config::ModelConfig {
             pre_width: now.pre_width,
+            rank: now.rank,
             ..saved.clone()
         } == *now;
-        if !same_design || saved_pre > now_pre {
+        if !same_design || saved_pre > now_pre || saved.rank > now.rank {
             return Err(bad(format!(
                 "it was trained with another model; a run can only grow from a model that \
-                 differs by a smaller pre_width (saved: pre_width {saved_pre}; now: \
-                 pre_width {now_pre})"
+                 differs by a smaller pre_width or rank (saved: pre_width {saved_pre}, rank \
+                 {}; now: pre_width {now_pre}, rank {})",
+                saved.rank, now.rank
             )));
         }
         let m = now.modulated_layer;

@@ -402,8 +402,27 @@ fn a_grown_model_starts_where_the_smaller_one_stopped() {
             "{orientation}: the grown part did not train"
         );
 
-        // Another width, another rank or a narrower model is refused.
-        for (change, value) in [("width", 24), ("rank", 4), ("pre_width", 8)] {
+        // One more rank: the synthesis network computes what the smaller one did from
+        // V's leading columns (instance-input; rows shared-input), whatever the new
+        // rank's V holds, since U's new row (column) is zero.
+        let mut ranked_cfg = config(orientation);
+        ranked_cfg.model.rank = 4;
+        let mut ranked = Trainer::new(&ranked_cfg, Device::Cpu).unwrap();
+        ranked.grow_from_checkpoint(&path).unwrap();
+        let grown_v = if orientation == "instance-input" {
+            Tensor::cat(&[v_small.shallow_clone(), v_small.narrow(2, 0, 1) * 3.0], 2)
+        } else {
+            Tensor::cat(&[v_small.shallow_clone(), v_small.narrow(1, 0, 1) * 3.0], 1)
+        };
+        let out = tch::no_grad(|| ranked.model.synthesize(&grown_v));
+        let diff = (&out - &out_small).abs().max().double_value(&[]);
+        assert!(
+            diff < 1e-5,
+            "{orientation} rank 4: outputs differ by {diff}"
+        );
+
+        // Another width, fewer patterns or a lower rank is refused.
+        for (change, value) in [("width", 24), ("rank", 2), ("pre_width", 8)] {
             let mut other = config(orientation);
             match change {
                 "width" => other.model.width = value,
