@@ -13,20 +13,13 @@
 
 use std::path::PathBuf;
 
-use ipc_codec::encoder::{DistortionModel, Encoder, EncoderConfig, ImageSignal, Tiles};
+use ipc_codec::encoder::{DistortionModel, Encoder, EncoderConfig, Tiles};
 use ipc_codec::synthesis::TileSynthesizer;
 use ipc_codec::ModelPack;
 
-fn load(path: &std::path::Path) -> ImageSignal {
-    let img = image::open(path).expect("readable image").to_rgb8();
-    ImageSignal {
-        width: img.width(),
-        height: img.height(),
-        channels: 3,
-        bit_depth: 8,
-        samples: img.as_raw().iter().map(|&b| f32::from(b) / 255.0).collect(),
-    }
-}
+#[path = "support/image_file.rs"]
+mod image_file;
+use image_file::load;
 
 /// Whole-image PSNR (peak 1) from every tile's mean squared error over its real samples.
 fn whole_psnr(mse: &[f64], tiles: &Tiles) -> f64 {

@@ -24,16 +24,9 @@ use std::time::Instant;
 use ipc_codec::encoder::{Encoder, EncoderConfig, ImageSignal, Method, RateTarget, Signal};
 use ipc_codec::{Decoded, Decoder, ModelPack};
 
-fn load(path: &std::path::Path) -> ImageSignal {
-    let img = image::open(path).expect("readable image").to_rgb8();
-    ImageSignal {
-        width: img.width(),
-        height: img.height(),
-        channels: 3,
-        bit_depth: 8,
-        samples: img.as_raw().iter().map(|&b| f32::from(b) / 255.0).collect(),
-    }
-}
+#[path = "support/image_file.rs"]
+mod image_file;
+use image_file::load;
 
 fn main() {
     let mut args = std::env::args().skip(1);

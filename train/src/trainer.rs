@@ -11,7 +11,7 @@ use std::time::Instant;
 use ipc_codec::encoder::{AudioSignal, Encoder, EncoderConfig, ImageSignal, RateTarget, Signal};
 use ipc_codec::entropy::{TileGrid, VModel};
 use ipc_codec::metrics::bits_per_sample;
-use ipc_codec::pack::{EntropyTables, ModelPack, PackContents};
+use ipc_codec::pack::{EntropyTables, ModelPack, Orientation, PackContents};
 use ipc_codec::rng::SplitMix64;
 use ipc_codec::Limits;
 use serde::{Deserialize, Serialize};
@@ -560,9 +560,7 @@ impl Trainer {
             path: path.to_owned(),
             reason,
         };
-        let text = std::fs::read_to_string(meta_path(path))
-            .map_err(|e| bad(format!("state file: {e}")))?;
-        let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let meta = read_checkpoint_meta(path)?;
         let meta_stage = resumed_meta_stage(&meta.config.encoder, &self.config.encoder);
         if meta.config.model != self.config.model || meta_stage == ResumedMetaStage::Refused {
             return Err(bad(
@@ -663,13 +661,13 @@ impl Trainer {
     /// leading block of its variable; the grown part keeps its fresh initialisation (the
     /// new patterns of the layers before the modulated one, the new rank's weight token),
     /// except in the modulated layer's `U`, the hypernetwork's output layer and `V0`,
-    /// where it starts at zero. So the grown synthesis network computes exactly what the
-    /// saved one did from V's leading block: the new patterns enter through zero rows of
-    /// V (instance-input) or of `U` (shared-input), the new rank through a zero row (or
-    /// column) of `U`, and the random new patterns and token give those a gradient. With
-    /// more patterns alone the grown hypernetwork also predicts the same V; a new rank's
-    /// weight token takes part in the hypernetwork's attention, so with it the predicted
-    /// V starts near, not at, the saved one's.
+    /// where it starts at zero. With more patterns alone the grown model computes
+    /// exactly what the saved one did: the new patterns enter through zero rows of V
+    /// (instance-input) or of `U` (shared-input), and the random new patterns give those
+    /// rows a gradient. A new rank's part of `U` starts at a tenth of its fresh values
+    /// instead (a zero part meets a saddle: the rate term pulls the new rank's V to zero,
+    /// after which neither moves), and its weight token takes part in the hypernetwork's
+    /// attention, so a model grown in rank starts near, not at, the saved one.
     ///
     /// Only the weights carry over: this is a new run (step 0, fresh optimiser moments,
     /// its own schedule and seed); its own checkpoints resume it exactly.
@@ -678,9 +676,7 @@ impl Trainer {
             path: path.to_owned(),
             reason,
         };
-        let text = std::fs::read_to_string(meta_path(path))
-            .map_err(|e| bad(format!("state file: {e}")))?;
-        let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let meta = read_checkpoint_meta(path)?;
         let (saved, now) = (&meta.config.model, &self.config.model);
         let saved_pre = saved.pre_width.unwrap_or(saved.width);
         let now_pre = now.pre_width.unwrap_or(now.width);
@@ -698,11 +694,10 @@ impl Trainer {
             )));
         }
         let m = now.modulated_layer;
-        let zero_grown = |name: &str| {
-            name == format!("layers.{m}.u")
-                || name.starts_with("encoder.hyper.out.")
-                || name == V0_VAR
-        };
+        let u_name = format!("layers.{m}.u");
+        let (saved_rank, now_rank) = (saved.rank, now.rank);
+        let zero_grown =
+            |name: &str| name == u_name || name.starts_with("encoder.hyper.out.") || name == V0_VAR;
         let weights: HashMap<String, Tensor> = Tensor::read_safetensors(path)
             .map_err(|e| bad(format!("weights: {e}")))?
             .into_iter()
@@ -726,7 +721,22 @@ impl Trainer {
                     )));
                 }
                 if have != want && zero_grown(&name) {
+                    let fresh = var.copy();
                     let _ = var.zero_();
+                    if name == u_name && saved_rank < now_rank {
+                        // The new rank's part of U (rows instance-input, columns
+                        // shared-input) at a tenth of its fresh values: a zero part
+                        // would leave the new rank without a gradient once the rate
+                        // term has pulled its V to zero (measured: docs/experiments.md).
+                        let dim = match now.orientation {
+                            Orientation::InstanceInput => 0,
+                            Orientation::SharedInput => 1,
+                        };
+                        let extra = (now_rank - saved_rank) as i64;
+                        var.narrow(dim, saved_rank as i64, extra).copy_(
+                            &(fresh.narrow(dim, saved_rank as i64, extra) * RANK_GROWTH_SCALE),
+                        );
+                    }
                 }
                 let mut block = var.shallow_clone();
                 for (dim, &size) in have.iter().enumerate() {
@@ -753,6 +763,10 @@ impl Trainer {
 
 /// The name of V0 among the model's variables.
 const V0_VAR: &str = "encoder.v0";
+
+/// The scale of U's new-rank part relative to its fresh initialisation when a run grows
+/// its rank ([`Trainer::grow_from_checkpoint`]).
+const RANK_GROWTH_SCALE: f64 = 0.1;
 
 /// What a checkpoint's meta stage becomes when resumed under other encoder settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -865,6 +879,17 @@ fn cut_blocks(blocks: &[f32], block: TileGrid, tile: [usize; 2], channels: usize
 
 fn adam_path(checkpoint: &Path) -> PathBuf {
     checkpoint.with_extension("adam.safetensors")
+}
+
+/// The run state saved beside the checkpoint `path` ([`Trainer::save_checkpoint`]).
+fn read_checkpoint_meta(path: &Path) -> Result<CheckpointMeta, TrainError> {
+    let bad = |reason: String| TrainError::Checkpoint {
+        path: path.to_owned(),
+        reason,
+    };
+    let text =
+        std::fs::read_to_string(meta_path(path)).map_err(|e| bad(format!("state file: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
 }
 
 fn meta_path(checkpoint: &Path) -> PathBuf {
