@@ -13,13 +13,14 @@
 
 use std::path::PathBuf;
 
+use ipc_codec::encoder::refine::{ADAM_EPS, BETA1, BETA2};
 use ipc_codec::encoder::{DistortionModel, Encoder, EncoderConfig, Tiles};
 use ipc_codec::synthesis::TileSynthesizer;
 use ipc_codec::ModelPack;
 
 #[path = "support/image_file.rs"]
 mod image_file;
-use image_file::load;
+use image_file::{load, photos_in};
 
 /// Whole-image PSNR (peak 1) from every tile's mean squared error over its real samples.
 fn whole_psnr(mse: &[f64], tiles: &Tiles) -> f64 {
@@ -55,17 +56,7 @@ fn main() {
     let encoder = Encoder::new(&pack, EncoderConfig::default()).expect("pack can encode");
     let model = DistortionModel::new(TileSynthesizer::new(&pack));
     let cfg = pack.config();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("folder")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("png" | "jpg" | "jpeg" | "webp")
-            )
-        })
-        .collect();
-    files.sort();
+    let files = photos_in(&dir);
     println!(
         "pack {}, {iterations} Adam iterations at lr {lr}",
         pack.id()
@@ -83,12 +74,12 @@ fn main() {
         let (mut m1, mut m2) = (vec![0f64; v.len()], vec![0f64; v.len()]);
         for it in 1..=iterations {
             model.evaluate(&v, &tiles, Some(&mut grad), &mut mse, 0);
-            let (c1, c2) = (1.0 - 0.9f64.powi(it as i32), 1.0 - 0.999f64.powi(it as i32));
+            let (c1, c2) = (1.0 - BETA1.powi(it as i32), 1.0 - BETA2.powi(it as i32));
             for i in 0..v.len() {
                 let g = f64::from(grad[i]);
-                m1[i] = 0.9 * m1[i] + 0.1 * g;
-                m2[i] = 0.999 * m2[i] + 0.001 * g * g;
-                v[i] -= (lr * (m1[i] / c1) / ((m2[i] / c2).sqrt() + 1e-12)) as f32;
+                m1[i] = BETA1 * m1[i] + (1.0 - BETA1) * g;
+                m2[i] = BETA2 * m2[i] + (1.0 - BETA2) * g * g;
+                v[i] -= (lr * (m1[i] / c1) / ((m2[i] / c2).sqrt() + ADAM_EPS)) as f32;
             }
         }
         model.evaluate(&v, &tiles, None, &mut mse, 0);

@@ -26,7 +26,7 @@ use ipc_codec::{Decoded, Decoder, ModelPack};
 
 #[path = "support/image_file.rs"]
 mod image_file;
-use image_file::load;
+use image_file::{load, photos_in};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -81,20 +81,7 @@ fn main() {
     let encoder = Encoder::new(&pack, config).expect("pack can encode");
     let decoder = Decoder::new(&pack);
     let (tw, th) = (pack.config().tile_width, pack.config().tile_height);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("folder")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .map(|e| e.to_ascii_lowercase())
-                    .as_deref(),
-                Some("png" | "jpg" | "jpeg" | "webp")
-            )
-        })
-        .collect();
-    files.sort();
+    let files = photos_in(&dir);
     let images: Vec<(PathBuf, ImageSignal)> = files
         .into_iter()
         .map(|p| {

@@ -678,8 +678,8 @@ impl Trainer {
         };
         let meta = read_checkpoint_meta(path)?;
         let (saved, now) = (&meta.config.model, &self.config.model);
-        let saved_pre = saved.pre_width.unwrap_or(saved.width);
-        let now_pre = now.pre_width.unwrap_or(now.width);
+        let saved_pre = meta.config.pack_config("").pre_layer_width();
+        let now_pre = self.config.pack_config("").pre_layer_width();
         let same_design = crate::config::ModelConfig {
             pre_width: now.pre_width,
             rank: now.rank,
@@ -721,21 +721,22 @@ impl Trainer {
                     )));
                 }
                 if have != want && zero_grown(&name) {
-                    let fresh = var.copy();
-                    let _ = var.zero_();
-                    if name == u_name && saved_rank < now_rank {
-                        // The new rank's part of U (rows instance-input, columns
-                        // shared-input) at a tenth of its fresh values: a zero part
-                        // would leave the new rank without a gradient once the rate
-                        // term has pulled its V to zero (measured: docs/experiments.md).
+                    // The new rank's part of U (rows instance-input, columns
+                    // shared-input) at a tenth of its fresh values: a zero part would
+                    // leave the new rank without a gradient once the rate term has
+                    // pulled its V to zero (measured: docs/experiments.md).
+                    let new_rank = (name == u_name && saved_rank < now_rank).then(|| {
                         let dim = match now.orientation {
                             Orientation::InstanceInput => 0,
                             Orientation::SharedInput => 1,
                         };
                         let extra = (now_rank - saved_rank) as i64;
-                        var.narrow(dim, saved_rank as i64, extra).copy_(
-                            &(fresh.narrow(dim, saved_rank as i64, extra) * RANK_GROWTH_SCALE),
-                        );
+                        let part = var.narrow(dim, saved_rank as i64, extra) * RANK_GROWTH_SCALE;
+                        (dim, extra, part)
+                    });
+                    let _ = var.zero_();
+                    if let Some((dim, extra, part)) = new_rank {
+                        var.narrow(dim, saved_rank as i64, extra).copy_(&part);
                     }
                 }
                 let mut block = var.shallow_clone();
