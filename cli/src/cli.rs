@@ -78,7 +78,7 @@ summary goes to standard error, or with --json one JSON object to standard outpu
 Examples:
   ipc-codec encode photo.png -o photo.ipc
   ipc-codec encode voice.wav -o voice.ipc
-  ipc-codec encode photo.jpg -o photo.ipc --quality 6 --effort 20
+  ipc-codec encode photo.jpg -o photo.ipc --quality 4 --effort 20
   ipc-codec encode photo.png -o photo.ipc --target-psnr 30 --json
   ipc-codec encode logo.png -o logo.ipc --ignore-alpha
   ipc-codec encode music.wav -o music.ipc --model speech.ipcpack --target-kbps 16
@@ -267,9 +267,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "CKPT")]
     pub resume: Option<PathBuf>,
 
-    /// Start a new run from the weights of a checkpoint of a smaller model (the config may
-    /// raise model.pre_width and model.rank, nothing else; the grown network starts out
-    /// computing what the saved one did)
+    /// Start a new run from the weights of a checkpoint of the same or a smaller model
+    /// (the config may raise model.pre_width and model.rank, and change the quality
+    /// levels, whose per-level parameters then start fresh; the grown network starts
+    /// out computing what the saved one did)
     #[arg(long, value_name = "CKPT", conflicts_with = "resume")]
     pub grow_from: Option<PathBuf>,
 

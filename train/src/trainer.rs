@@ -669,6 +669,12 @@ impl Trainer {
     /// after which neither moves), and its weight token takes part in the hypernetwork's
     /// attention, so a model grown in rank starts near, not at, the saved one.
     ///
+    /// The quality levels may differ too (other steps or lambdas, another count, the
+    /// hypernetwork told the level or not): the per-level variables (the training
+    /// entropy model's parameters, the level embedding) then keep their fresh values,
+    /// since a saved level's parameters belong to its step and lambda; every other
+    /// weight carries over.
+    ///
     /// Only the weights carry over: this is a new run (step 0, fresh optimiser moments,
     /// its own schedule and seed); its own checkpoints resume it exactly.
     pub fn grow_from_checkpoint(&mut self, path: &Path) -> Result<(), TrainError> {
@@ -698,6 +704,10 @@ impl Trainer {
         let (saved_rank, now_rank) = (saved.rank, now.rank);
         let zero_grown =
             |name: &str| name == u_name || name.starts_with("encoder.hyper.out.") || name == V0_VAR;
+        let same_levels = meta.config.rate.levels == self.config.rate.levels
+            && meta.config.encoder.level_conditioning == self.config.encoder.level_conditioning;
+        let fresh =
+            |name: &str| !same_levels && PER_LEVEL_VARIABLES.iter().any(|v| name.ends_with(v));
         let weights: HashMap<String, Tensor> = Tensor::read_safetensors(path)
             .map_err(|e| bad(format!("weights: {e}")))?
             .into_iter()
@@ -707,6 +717,9 @@ impl Trainer {
         names.sort();
         tch::no_grad(|| {
             for name in names {
+                if fresh(&name) {
+                    continue;
+                }
                 let Some(saved) = weights.get(&name) else {
                     if name == LOG_INNER_LR_VAR {
                         continue;

@@ -3,9 +3,10 @@
 //! (the brief's rule for training that spans sessions), through the main stage and the
 //! meta stage, in both orientations of the modulated layer.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
-use ipc_train::config::{InnerStep, TrainConfig};
+use ipc_train::config::{InnerStep, LevelConfig, TrainConfig};
 use ipc_train::export::LOG_INNER_LR_VAR;
 use ipc_train::trainer::Trainer;
 use tch::{Device, Kind, Tensor};
@@ -437,4 +438,48 @@ fn a_grown_model_starts_where_the_smaller_one_stopped() {
             assert!(err.to_string().contains("another model"), "{change}: {err}");
         }
     }
+}
+
+#[test]
+fn a_run_with_other_quality_levels_grows_from_the_same_weights() {
+    let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let saved_cfg = config("instance-input");
+    let mut saved = Trainer::new(&saved_cfg, Device::Cpu).unwrap();
+    steps(&mut saved, 0, 6);
+    let path = checkpoint_path("grow-levels");
+    saved.save_checkpoint(&path).unwrap();
+
+    // Three finer levels instead of two, the hypernetwork told the level.
+    let mut cfg = config("instance-input");
+    cfg.rate.levels = [0.25, 0.125, 0.0625]
+        .map(|step| LevelConfig {
+            step,
+            lambda: 0.001,
+        })
+        .to_vec();
+    cfg.encoder.level_conditioning = true;
+    let fresh = variables(&Trainer::new(&cfg, Device::Cpu).unwrap());
+    let mut grown = Trainer::new(&cfg, Device::Cpu).unwrap();
+    grown.grow_from_checkpoint(&path).unwrap();
+    let saved_vars: HashMap<String, Vec<f32>> = variables(&saved).into_iter().collect();
+    let per_level = |name: &str| {
+        ["entropy.location", "entropy.log_scale", "level_embedding"]
+            .iter()
+            .any(|v| name.ends_with(v))
+    };
+    let mut carried = 0;
+    for ((name, value), (fresh_name, fresh_value)) in variables(&grown).iter().zip(&fresh) {
+        assert_eq!(name, fresh_name);
+        if per_level(name) {
+            // A level's parameters belong to its step and lambda: fresh.
+            assert_eq!(value, fresh_value, "{name} should start fresh");
+        } else if let Some(saved_value) = saved_vars.get(name) {
+            assert_eq!(value, saved_value, "{name} should carry over");
+            carried += 1;
+        }
+    }
+    assert!(carried > 10, "only {carried} variables carried over");
+    // It trains from there.
+    steps(&mut grown, 0, 2);
 }
