@@ -78,7 +78,7 @@ summary goes to standard error, or with --json one JSON object to standard outpu
 Examples:
   ipc-codec encode photo.png -o photo.ipc
   ipc-codec encode voice.wav -o voice.ipc
-  ipc-codec encode photo.jpg -o photo.ipc --quality 4 --effort 20
+  ipc-codec encode photo.jpg -o photo.ipc --quality 6 --effort 20
   ipc-codec encode photo.png -o photo.ipc --target-psnr 30 --json
   ipc-codec encode logo.png -o logo.ipc --ignore-alpha
   ipc-codec encode music.wav -o music.ipc --model speech.ipcpack --target-kbps 16
