@@ -268,6 +268,13 @@ impl HyperNet {
     /// V for every tile, `[batch, rows, columns]` (`TrainConfig::v_shape`), at the given
     /// quality levels `[batch]`.
     pub fn forward(&self, x: &Tensor, levels: &Tensor) -> Tensor {
+        self.forward_with_tokens(x, levels).0
+    }
+
+    /// As [`HyperNet::forward`], with the transformer's outputs at the data tokens
+    /// `[batch, tokens, dim]` (one per patch, in the row-major order of
+    /// [`HyperNet::tokens`]), for heads that predict more than V from the same pass.
+    pub fn forward_with_tokens(&self, x: &Tensor, levels: &Tensor) -> (Tensor, Tensor) {
         let b = x.size()[0];
         let data = self.embed.forward(&self.tokens(x)) + &self.positions;
         let weights = self.weight_tokens.unsqueeze(0)
@@ -281,10 +288,11 @@ impl HyperNet {
         let v = self
             .out
             .forward(&self.out_norm.forward(&h.narrow(1, t - rank, rank)));
+        let data = h.narrow(1, 0, t - rank);
         if self.tokens_are_columns {
-            v.transpose(1, 2)
+            (v.transpose(1, 2), data)
         } else {
-            v
+            (v, data)
         }
     }
 }
@@ -417,6 +425,18 @@ impl IpcModel {
     /// Evaluates the network on every tile given its V, `[batch, rows, columns]` ->
     /// `[batch, samples, channels]` (spec/model-pack.md §4.2).
     pub fn synthesize(&self, v: &Tensor) -> Tensor {
+        self.synthesize_with(v, None)
+    }
+
+    /// As [`IpcModel::synthesize`], with `added = (k, a)` adding `a` (`[batch, samples,
+    /// out_k]`) to layer `k`'s pre-activation `z_k` (before its ReLU): the hook of
+    /// studies that feed per-sample information (a latent grid) into the network
+    /// beside V.
+    pub fn synthesize_with(&self, v: &Tensor, added: Option<(usize, &Tensor)>) -> Tensor {
+        let add = |l: usize, z: Tensor| match added {
+            Some((k, a)) if k == l => z + a,
+            _ => z,
+        };
         let m = &self.config.model;
         // Ŵ = norm(W) · diag(g) (spec/model-pack.md §4.2); g only where the layer has one.
         let norm = |layer: &Dense| {
@@ -431,8 +451,8 @@ impl IpcModel {
             }
         };
         let mut h = self.features.shallow_clone();
-        for layer in &self.layers[..m.modulated_layer] {
-            h = (h.matmul(&norm(layer)) + &layer.bias).relu();
+        for (l, layer) in self.layers[..m.modulated_layer].iter().enumerate() {
+            h = add(l, h.matmul(&norm(layer)) + &layer.bias).relu();
         }
         let modulated = &self.layers[m.modulated_layer];
         let u = &modulated.weight;
@@ -452,9 +472,9 @@ impl IpcModel {
         if let Some(g) = &modulated.gain {
             y *= g;
         }
-        let mut y = (y + &modulated.bias).relu();
+        let mut y = add(m.modulated_layer, y + &modulated.bias).relu();
         for (l, layer) in self.layers.iter().enumerate().skip(m.modulated_layer + 1) {
-            y = y.matmul(&norm(layer)) + &layer.bias;
+            y = add(l, y.matmul(&norm(layer)) + &layer.bias);
             if l + 1 < m.layers {
                 y = y.relu();
             }
