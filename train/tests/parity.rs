@@ -164,3 +164,41 @@ fn gains_need_weight_normalisation() {
     };
     assert!(err.to_string().contains("weight_norm"), "{err}");
 }
+
+/// `IpcModel::synthesize_with` (the latent-grid study's hook) adds its term to the
+/// chosen layer's pre-activation: nothing added is `synthesize`; a term added to the
+/// last layer shifts the output by exactly that term; a large negative term added to
+/// the modulated layer switches all its ReLUs off, so that V no longer matters.
+#[test]
+fn a_term_added_to_a_layer_enters_before_its_activation() {
+    let cfg = config("image", true, "instance-input", "none");
+    let mut trainer = Trainer::new(&cfg, Device::Cpu).unwrap();
+    let shape = [3, cfg.tile_samples() as i64, cfg.channels() as i64];
+    for _ in 0..4 {
+        trainer.train_step(&Tensor::rand(shape, (Kind::Float, Device::Cpu)));
+    }
+    let model = &trainer.model;
+    let (rows, cols) = cfg.v_shape();
+    let v = Tensor::rand([2, rows as i64, cols as i64], (Kind::Float, Device::Cpu)) * 3.0 - 1.5;
+    let samples = cfg.tile_samples() as i64;
+    tch::no_grad(|| {
+        let base = model.synthesize(&v);
+        assert!(model.synthesize_with(&v, None).equal(&base));
+        let last = cfg.model.layers - 1;
+        let shift = Tensor::rand([2, samples, 3], (Kind::Float, Device::Cpu));
+        let shifted = model.synthesize_with(&v, Some((last, &shift)));
+        let err = f64::try_from((shifted - &base - &shift).abs().max()).unwrap();
+        assert!(err < 1e-5, "last layer: {err}");
+        let m = cfg.model.modulated_layer;
+        let width = cfg.pack_config("").layer_shape(m).1 as i64;
+        let off = Tensor::full([2, samples, width], -1e4, (Kind::Float, Device::Cpu));
+        let other_v = v.flip([0]);
+        let a = model.synthesize_with(&v, Some((m, &off)));
+        let b = model.synthesize_with(&other_v, Some((m, &off)));
+        assert!(
+            a.equal(&b),
+            "V still matters with the modulated layer switched off"
+        );
+        assert!(!base.equal(&model.synthesize(&other_v)));
+    });
+}
