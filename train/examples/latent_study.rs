@@ -76,6 +76,9 @@ struct Args {
     eval_inner: Vec<usize>,
     stride: usize,
     inner_rate: bool,
+    save: Option<PathBuf>,
+    load: Option<PathBuf>,
+    refine_v: usize,
 }
 
 fn parse_args() -> Args {
@@ -101,6 +104,9 @@ fn parse_args() -> Args {
         eval_inner: Vec::new(),
         stride: 0,
         inner_rate: false,
+        save: None,
+        load: None,
+        refine_v: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -136,6 +142,9 @@ fn parse_args() -> Args {
                     .map(|x| x.parse().expect("inner steps"))
                     .collect()
             }
+            "--save" => a.save = Some(v.into()),
+            "--load" => a.load = Some(v.into()),
+            "--refine-v" => a.refine_v = v.parse().expect("V refinement steps"),
             "--stride" => a.stride = v.parse().expect("stride"),
             "--latent-step" => a.latent_step = v.parse().expect("latent step factor"),
             _ => panic!("unknown argument {k}"),
@@ -335,6 +344,42 @@ fn fit_latents(
     delta.detach()
 }
 
+/// `--refine-v K` (evaluation only): every tile's V takes `K` gradient steps on the
+/// distortion (latents at the head's prediction), each moving V by `lr` times its own
+/// RMS along the normalised gradient, decaying linearly: the encoder's refinement, so
+/// that the control is compared at equal encoder effort.
+fn refine_v(
+    model: &IpcModel,
+    lat: Option<(&Latent, &Tensor)>,
+    v: &Tensor,
+    target: &Tensor,
+    steps: usize,
+    lr: f64,
+) -> Tensor {
+    let mut v = v.detach();
+    let added = lat.map(|(lat, l)| tch::no_grad(|| lat.added(l)));
+    for k in 0..steps {
+        let x = v.detach().set_requires_grad(true);
+        let recon = match (&added, lat) {
+            (Some(add), Some((lat, _))) => model.synthesize_with(&x, Some((lat.inject, add))),
+            _ => model.synthesize(&x),
+        };
+        let loss = IpcModel::instance_mse(&recon, target).sum(Kind::Float);
+        let g = Tensor::run_backward(&[&loss], &[&x], false, false)
+            .pop()
+            .expect("gradient");
+        let rms = |t: &Tensor| {
+            t.square()
+                .mean_dim(&[1i64, 2][..], true, Kind::Float)
+                .sqrt()
+                + 1e-12
+        };
+        let decay = 1.0 - k as f64 / steps as f64;
+        v = x.detach() - &g / rms(&g) * rms(&x.detach()) * (lr * decay);
+    }
+    v
+}
+
 /// Cross-entropy in bits of `test` symbols under counts from `fit` (per column of a
 /// `[n, columns]` table), add-half smoothing, unseen symbols escaped at a flat cost.
 fn table_bits(fit: &[i64], test: &[i64], columns: usize) -> f64 {
@@ -483,6 +528,17 @@ fn main() {
         }
         return;
     }
+    let mut lvs = lvs;
+    if let Some(prefix) = &a.load {
+        trainer
+            .vs
+            .load(prefix.with_extension("net.safetensors"))
+            .expect("saved network");
+        if latent.is_some() {
+            lvs.load(prefix.with_extension("latent.safetensors"))
+                .expect("saved latent branch");
+        }
+    }
     let mut opt = nn::Adam::default().build(&trainer.vs, a.lr).expect("adam");
     let mut lopt = nn::Adam::default()
         .build(&lvs, a.lr * a.latent_lr)
@@ -579,6 +635,14 @@ fn main() {
             (acc_mse, acc_vbits, acc_lbits, acc_n) = (0.0, 0.0, 0.0, 0.0);
         }
     }
+    if let Some(prefix) = &a.save {
+        trainer
+            .vs
+            .save(prefix.with_extension("net.safetensors"))
+            .expect("save network");
+        lvs.save(prefix.with_extension("latent.safetensors"))
+            .expect("save latent branch");
+    }
     // Evaluation.
     let hold = set.holdout_tiles(th, tw, a.eval_tiles);
     let n_hold = hold.len() as i64 / (samples * 3);
@@ -609,6 +673,32 @@ fn main() {
     };
     let (v_fit, l_fit) = predict(&fit);
     let (v_hold, l_hold) = predict(&hold);
+    let refined = |v: &Tensor, l: &Option<Tensor>, target: &Tensor| {
+        if a.refine_v == 0 {
+            return v.shallow_clone();
+        }
+        let parts: Vec<Tensor> = (0..v.size()[0])
+            .step_by(1024)
+            .map(|i| {
+                let n = (v.size()[0] - i).min(1024);
+                let lat = latent
+                    .as_ref()
+                    .zip(l.as_ref())
+                    .map(|(lat, l)| (lat, l.narrow(0, i, n)));
+                refine_v(
+                    &trainer.model,
+                    lat.as_ref().map(|(lat, l)| (*lat, l)),
+                    &v.narrow(0, i, n),
+                    &target.narrow(0, i, n),
+                    a.refine_v,
+                    0.05,
+                )
+            })
+            .collect();
+        Tensor::cat(&parts, 0)
+    };
+    let v_fit = refined(&v_fit, &l_fit, &fit);
+    let v_hold = refined(&v_hold, &l_hold, &hold);
     let (rows, cols) = config.v_shape();
     println!(
         "held-out tiles {n_hold}, fit tiles {}, {} steps, channels {}, inject {}, {:.0} s",
