@@ -575,7 +575,8 @@ fn main() {
         let lambdas = lambdas * noise;
         let v_hat = &v + (v.rand_like() - 0.5) * &step3;
         let mut bits = trainer.model.entropy.bits(&v_hat, &steps, &levels);
-        let vbits = bits.detach();
+        // A copy: `bits` is added to in place below.
+        let vbits = bits.detach().copy();
         let recon = match &latent {
             Some(lat) => {
                 let mut l = lat.predict(&tokens);
