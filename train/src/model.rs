@@ -272,8 +272,8 @@ impl HyperNet {
     }
 
     /// As [`HyperNet::forward`], with the transformer's outputs at the data tokens
-    /// `[batch, tokens, dim]` (one per patch, in the row-major order of
-    /// [`HyperNet::tokens`]), for heads that predict more than V from the same pass.
+    /// `[batch, tokens, dim]` (one per patch, patches in row-major order over the tile),
+    /// for heads that predict more than V from the same pass.
     pub fn forward_with_tokens(&self, x: &Tensor, levels: &Tensor) -> (Tensor, Tensor) {
         let b = x.size()[0];
         let data = self.embed.forward(&self.tokens(x)) + &self.positions;
