@@ -51,7 +51,7 @@ use ipc_train::config::TrainConfig;
 use ipc_train::data::{ImageSet, ImageSetOptions};
 use ipc_train::export::effective_step;
 use ipc_train::model::IpcModel;
-use ipc_train::trainer::Trainer;
+use ipc_train::trainer::{sample_levels, Trainer};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 struct Args {
@@ -551,22 +551,8 @@ fn main() {
     for step in 0..a.steps {
         set.sample_batch(&mut rng, batch_n, th, tw, &mut buf);
         let batch = Tensor::from_slice(&buf).reshape([batch_n as i64, samples, 3]);
-        let ids: Vec<i64> = (0..batch_n)
-            .map(|_| (rng.next_u64() % levels_n as u64) as i64)
-            .collect();
-        let steps: Vec<f32> = ids
-            .iter()
-            .map(|&l| effective_step(config.rate.levels[l as usize].step) as f32)
-            .collect();
-        let lambdas: Vec<f32> = ids
-            .iter()
-            .map(|&l| config.rate.levels[l as usize].lambda as f32)
-            .collect();
-        let (levels, steps, lambdas) = (
-            Tensor::from_slice(&ids),
-            Tensor::from_slice(&steps),
-            Tensor::from_slice(&lambdas),
-        );
+        let (levels, steps, lambdas) =
+            sample_levels(&config, &mut rng, batch_n as i64, Device::Cpu);
         let hyper = trainer.model.hyper.as_ref().expect("hypernetwork");
         let (v, tokens) = hyper.forward_with_tokens(&batch, &levels);
         // `--no-rate`: distortion alone, no quantisation noise (the capacity check).

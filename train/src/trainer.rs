@@ -231,6 +231,34 @@ pub struct Trainer {
     meta_restarted: bool,
 }
 
+/// A uniformly drawn quality level for each of `n` instances (one draw of `rng` each),
+/// with the level's effective step and lambda: `([n] level ids, [n] steps, [n]
+/// lambdas)` on `device`.
+pub fn sample_levels(
+    config: &TrainConfig,
+    rng: &mut SplitMix64,
+    n: i64,
+    device: Device,
+) -> (Tensor, Tensor, Tensor) {
+    let levels = &config.rate.levels;
+    let level_ids: Vec<i64> = (0..n)
+        .map(|_| (rng.next_u64() % levels.len() as u64) as i64)
+        .collect();
+    let steps: Vec<f32> = level_ids
+        .iter()
+        .map(|&l| effective_step(levels[l as usize].step) as f32)
+        .collect();
+    let lambdas: Vec<f32> = level_ids
+        .iter()
+        .map(|&l| levels[l as usize].lambda as f32)
+        .collect();
+    (
+        Tensor::from_slice(&level_ids).to_device(device),
+        Tensor::from_slice(&steps).to_device(device),
+        Tensor::from_slice(&lambdas).to_device(device),
+    )
+}
+
 /// The libtorch seed of step `step` of a run seeded `seed`. Reseeding libtorch before
 /// every step (its only random draws are the quantisation noise) makes a run that was
 /// stopped and resumed draw exactly what an uninterrupted run draws.
@@ -274,24 +302,7 @@ impl Trainer {
 
     /// Quality levels for the instances of a batch, with their steps and lambdas.
     fn sample_levels(&mut self, n: i64) -> (Tensor, Tensor, Tensor) {
-        let cfg = &self.config;
-        let device = self.vs.device();
-        let level_ids: Vec<i64> = (0..n)
-            .map(|_| (self.rng.next_u64() % cfg.rate.levels.len() as u64) as i64)
-            .collect();
-        let steps: Vec<f32> = level_ids
-            .iter()
-            .map(|&l| effective_step(cfg.rate.levels[l as usize].step) as f32)
-            .collect();
-        let lambdas: Vec<f32> = level_ids
-            .iter()
-            .map(|&l| cfg.rate.levels[l as usize].lambda as f32)
-            .collect();
-        (
-            Tensor::from_slice(&level_ids).to_device(device),
-            Tensor::from_slice(&steps).to_device(device),
-            Tensor::from_slice(&lambdas).to_device(device),
-        )
+        sample_levels(&self.config, &mut self.rng, n, self.vs.device())
     }
 
     /// The rate-distortion loss of V for a batch (quantisation proxy, synthesis,
