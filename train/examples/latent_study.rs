@@ -48,10 +48,11 @@ use std::path::PathBuf;
 
 use ipc_codec::rng::SplitMix64;
 use ipc_train::config::TrainConfig;
-use ipc_train::data::{ImageSet, ImageSetOptions};
+use ipc_train::data::ImageSet;
+use ipc_train::entropy::laplace_bits;
 use ipc_train::export::effective_step;
 use ipc_train::model::IpcModel;
-use ipc_train::trainer::{sample_levels, Trainer};
+use ipc_train::trainer::{image_set_options, sample_levels, Trainer};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 struct Args {
@@ -280,22 +281,21 @@ impl Latent {
     }
 
     /// Bits of each instance's latents under the Laplace of its level, `[batch]`: the
-    /// same discretised Laplace as V's (`EntropyModel::bits` with the channel as "rank").
+    /// same discretised Laplace as V's, with the channel in the place of the rank.
     fn bits(&self, lat: &Tensor, steps: &Tensor, levels: &Tensor) -> Tensor {
         let loc = self.location.index_select(0, levels).unsqueeze(1);
         let scale = self.log_scale.index_select(0, levels).exp().unsqueeze(1);
-        let step = steps.reshape([-1, 1, 1]);
-        let cdf = |x: &Tensor| {
-            // Laplace CDF, written with the sign so both sides stay finite.
-            let z = (x - &loc) / &scale;
-            let e = (-z.abs()).exp() * 0.5;
-            e.where_self(&z.lt(0.0), &(1.0 - &e))
-        };
-        let hi = cdf(&(lat + &step * 0.5));
-        let lo = cdf(&(lat - &step * 0.5));
-        let p = (hi - lo).clamp_min(1e-9);
-        (-p.log2()).sum_dim_intlist(&[1i64, 2][..], false, Kind::Float)
+        laplace_bits(lat, &loc, &scale, &steps.reshape([-1, 1, 1]))
     }
+}
+
+/// The root mean square of each instance's `[batch, a, b]` values, `[batch, 1, 1]`
+/// (never 0): the scale of the normalised steps of the latents' and V's fits.
+fn instance_rms(t: &Tensor) -> Tensor {
+    t.square()
+        .mean_dim(&[1i64, 2][..], true, Kind::Float)
+        .sqrt()
+        + 1e-12
 }
 
 /// `--inner K`: the latents start at the head's prediction `l0` and take `K` gradient
@@ -332,14 +332,9 @@ fn fit_latents(
         let g = Tensor::run_backward(&[&loss], &[&d], false, false)
             .pop()
             .expect("gradient");
-        let rms = g
-            .square()
-            .mean_dim(&[1i64, 2][..], true, Kind::Float)
-            .sqrt()
-            + 1e-12;
         // Linear decay to lr / steps at the last step.
         let decay = 1.0 - k as f64 / steps as f64;
-        delta = d.detach() - g / rms * (lr * decay);
+        delta = d.detach() - &g / instance_rms(&g) * (lr * decay);
     }
     delta.detach()
 }
@@ -368,14 +363,8 @@ fn refine_v(
         let g = Tensor::run_backward(&[&loss], &[&x], false, false)
             .pop()
             .expect("gradient");
-        let rms = |t: &Tensor| {
-            t.square()
-                .mean_dim(&[1i64, 2][..], true, Kind::Float)
-                .sqrt()
-                + 1e-12
-        };
         let decay = 1.0 - k as f64 / steps as f64;
-        v = x.detach() - &g / rms(&g) * rms(&x.detach()) * (lr * decay);
+        v = x.detach() - &g / instance_rms(&g) * instance_rms(&x.detach()) * (lr * decay);
     }
     v
 }
@@ -420,16 +409,8 @@ fn main() {
     trainer
         .grow_from_checkpoint(&a.checkpoint)
         .expect("checkpoint");
-    let d = &config.data;
     let [tw, th] = config.model.tile;
-    let opts = ImageSetOptions {
-        max_short_side: d.max_short_side,
-        holdout_fraction: d.holdout_fraction,
-        min_height: th,
-        min_width: tw,
-        ..ImageSetOptions::default()
-    };
-    let set = ImageSet::load(&d.dir, &opts).expect("images");
+    let set = ImageSet::load(&config.data.dir, &image_set_options(&config)).expect("images");
     let samples = (tw * th) as i64;
     let shapes = config.pack_config("");
     let patch = config.encoder.patch;

@@ -52,23 +52,7 @@ impl EntropyModel {
             .index_select(0, levels)
             .exp()
             .unsqueeze(spread);
-        let step = steps.reshape([-1, 1, 1]);
-        let half = &step * 0.5;
-        let x = (v - loc).abs();
-        // Outside the central bin: log p = ln(1/2) - (x - h)/b + ln(1 - exp(-step/b)),
-        // exact in the log domain. Inside: p = 1 - (exp(-(h-x)/b) + exp(-(h+x)/b)) / 2.
-        // Each branch sees x clamped to its own side so the other cannot produce NaN.
-        let x_tail = x.maximum(&half);
-        let log_tail = -std::f64::consts::LN_2 - (&x_tail - &half) / &scale
-            + (-(-(&step / &scale)).expm1())
-                .clamp_min(MIN_PROBABILITY)
-                .log();
-        let x_centre = x.minimum(&half);
-        let p_centre: Tensor = 1.0
-            - ((-(&half - &x_centre) / &scale).exp() + (-(&half + &x_centre) / &scale).exp()) * 0.5;
-        let log_centre = p_centre.clamp_min(MIN_PROBABILITY).log();
-        let log_p = log_centre.where_self(&x.lt_tensor(&half), &log_tail);
-        (-log_p / std::f64::consts::LN_2).sum_dim_intlist(&[1i64, 2][..], false, Kind::Float)
+        laplace_bits(v, &loc, &scale, &steps.reshape([-1, 1, 1]))
     }
 
     /// The location and scale of each row at `level` as plain numbers.
@@ -86,6 +70,30 @@ impl EntropyModel {
         let scale = plain(self.log_scale.exp());
         loc.into_iter().zip(scale).collect()
     }
+}
+
+/// Bits of each instance, `[batch]`, of the `[batch, a, b]` values `x` under the
+/// discretised Laplace(`location`, `scale`) with bin width `step` (all three
+/// broadcastable to `x`): the negative log2 of the mass of the step-wide bin around
+/// every value, summed over the instance. [`EntropyModel::bits`] is this with V's
+/// learned parameters.
+pub fn laplace_bits(x: &Tensor, location: &Tensor, scale: &Tensor, step: &Tensor) -> Tensor {
+    let half = step * 0.5;
+    let x = (x - location).abs();
+    // Outside the central bin: log p = ln(1/2) - (x - h)/b + ln(1 - exp(-step/b)),
+    // exact in the log domain. Inside: p = 1 - (exp(-(h-x)/b) + exp(-(h+x)/b)) / 2.
+    // Each branch sees x clamped to its own side so the other cannot produce NaN.
+    let x_tail = x.maximum(&half);
+    let log_tail = -std::f64::consts::LN_2 - (&x_tail - &half) / scale
+        + (-(-(step / scale)).expm1())
+            .clamp_min(MIN_PROBABILITY)
+            .log();
+    let x_centre = x.minimum(&half);
+    let p_centre: Tensor =
+        1.0 - ((-(&half - &x_centre) / scale).exp() + (-(&half + &x_centre) / scale).exp()) * 0.5;
+    let log_centre = p_centre.clamp_min(MIN_PROBABILITY).log();
+    let log_p = log_centre.where_self(&x.lt_tensor(&half), &log_tail);
+    (-log_p / std::f64::consts::LN_2).sum_dim_intlist(&[1i64, 2][..], false, Kind::Float)
 }
 
 /// Mass of the Laplace(`location`, `scale`) density on `[q*step - step/2, q*step + step/2]`.

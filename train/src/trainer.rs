@@ -139,14 +139,7 @@ impl Dataset {
     fn load(config: &TrainConfig) -> Result<Dataset, DataError> {
         let d = &config.data;
         if config.channels() == 3 {
-            let opts = ImageSetOptions {
-                max_short_side: d.max_short_side,
-                holdout_fraction: d.holdout_fraction,
-                min_height: config.model.tile[1],
-                min_width: config.model.tile[0],
-                ..ImageSetOptions::default()
-            };
-            let set = ImageSet::load(&d.dir, &opts)?;
+            let set = ImageSet::load(&d.dir, &image_set_options(config))?;
             set.check_tile(config.model.tile[1], config.model.tile[0])?;
             Ok(Dataset::Image(set))
         } else {
@@ -229,6 +222,18 @@ pub struct Trainer {
     fit_instances: Option<Tensor>,
     /// Whether the last checkpoint loaded restarted the meta stage.
     meta_restarted: bool,
+}
+
+/// How an image run loads its training images (`[data]` of the configuration; images
+/// smaller than a tile are skipped).
+pub fn image_set_options(config: &TrainConfig) -> ImageSetOptions {
+    ImageSetOptions {
+        max_short_side: config.data.max_short_side,
+        holdout_fraction: config.data.holdout_fraction,
+        min_height: config.model.tile[1],
+        min_width: config.model.tile[0],
+        ..ImageSetOptions::default()
+    }
 }
 
 /// A uniformly drawn quality level for each of `n` instances (one draw of `rng` each),
