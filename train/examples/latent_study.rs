@@ -689,7 +689,7 @@ fn main() {
         let qv_fit = ints(&(&v_fit / step).round());
         let qv = (&v_hold / step).round();
         let vbits = table_bits(&qv_fit, &ints(&qv), rows * cols);
-        let (lbits, added) = match (&latent, &l_fit, &l_hold) {
+        let (lbits, latents) = match (&latent, &l_fit, &l_hold) {
             (Some(lat), Some(lf), Some(lh)) => {
                 // With `--inner`, both the table-fitting tiles' and the held-out
                 // tiles' latents are fitted with V rounded at this level.
@@ -725,30 +725,36 @@ fn main() {
                 let lstep = step * a.latent_step;
                 let ql = (lh / lstep).round();
                 let b = table_bits(&ints(&(lf / lstep).round()), &ints(&ql), a.channels);
-                (b, Some(tch::no_grad(|| lat.added(&(&ql * lstep)))))
+                (b, Some(&ql * lstep))
             }
             _ => (0.0, None),
         };
         let (mse, mse_mean_latent) = tch::no_grad(|| {
             let vq = &qv * step;
-            let recon = match &added {
-                Some(add) => trainer.model.synthesize_with(&vq, Some((a.inject, add))),
+            let synthesize = |l: &Tensor| {
+                let add = latent.as_ref().expect("latents").added(l);
+                trainer.model.synthesize_with(&vq, Some((a.inject, &add)))
+            };
+            let recon = match &latents {
+                Some(l) => synthesize(l),
                 None => trainer.model.synthesize(&vq),
             };
             let mse =
                 f64::try_from((recon.clamp(0.0, 1.0) - &hold).square().mean(Kind::Float)).unwrap();
-            // The latent replaced by its mean over the held-out tiles (how much the
-            // picture depends on it).
-            let mean_latent = match (&latent, &l_hold) {
-                (Some(lat), Some(lh)) => {
-                    let mean = ((lh / (step * a.latent_step)).round() * (step * a.latent_step))
-                        .mean_dim(&[0i64][..], true, Kind::Float);
-                    let add = lat.added(&mean.expand_as(lh));
-                    let recon = trainer.model.synthesize_with(&vq, Some((a.inject, &add)));
-                    f64::try_from((recon.clamp(0.0, 1.0) - &hold).square().mean(Kind::Float))
-                        .unwrap()
+            // The latents replaced by their mean over the held-out tiles (how much the
+            // picture depends on them): the rounded latents the PSNR above used, fitted
+            // ones with `--inner`.
+            let mean_latent = match &latents {
+                Some(l) => {
+                    let mean = l.mean_dim(&[0i64][..], true, Kind::Float).expand_as(l);
+                    f64::try_from(
+                        (synthesize(&mean).clamp(0.0, 1.0) - &hold)
+                            .square()
+                            .mean(Kind::Float),
+                    )
+                    .unwrap()
                 }
-                _ => mse,
+                None => mse,
             };
             (mse, mean_latent)
         });
